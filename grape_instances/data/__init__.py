@@ -1,0 +1,1 @@
+"""Annotation converters, the synthetic dataset and Detectron2 dataset registration."""

@@ -1,0 +1,163 @@
+"""The training engine: Detectron2's DefaultTrainer with grape datasets, mappers and evaluators."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
+from detectron2.engine.defaults import default_setup
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .config import add_grape_config
+from .data.datasets import check_datasets_exist, register_from_config
+from .data.mappers import build_instance_mapper
+from .errors import GrapeInputError
+
+logger = logging.getLogger(__name__)
+
+
+def compiled_ops_available() -> bool:
+    """True when Detectron2's compiled ``_C`` extension loads (it cannot on Python >= 3.11)."""
+    try:
+        from detectron2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_image_files(dataset_dicts: list[dict], dataset_names) -> None:
+    """Name the first missing image before a data-loader worker dies on it mid-training."""
+    for record in dataset_dicts:
+        if not os.path.isfile(record["file_name"]):
+            raise GrapeInputError(
+                f"{record['file_name']}: image not found (listed in dataset {dataset_names})"
+            )
+
+
+def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
+    """Load (and, for training, filter) dataset records, checking that every image exists."""
+    check_datasets_exist(names)
+    dicts = get_detection_dataset_dicts(
+        names,
+        filter_empty=is_train and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=0,
+        proposal_files=None,
+    )
+    check_image_files(dicts, names)
+    return dicts
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with grape mappers, COCO evaluation and CPU-capable DDP."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        # DefaultTrainer.__init__ wraps the model with create_ddp_model(), which passes
+        # device_ids=[local_rank]; PyTorch's DDP refuses device_ids for CPU modules, so the
+        # same construction is repeated here with device_ids=None on CPU.
+        super(DefaultTrainer, self).__init__()
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_kwargs = {"broadcast_buffers": False}
+        if next(model.parameters()).device.type == "cpu":
+            ddp_kwargs["device_ids"] = None
+        model = create_ddp_model(model, **ddp_kwargs)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        dicts = load_dataset_dicts(cfg.DATASETS.TRAIN, True, cfg)
+        return build_detection_train_loader(
+            cfg, dataset=dicts, mapper=build_instance_mapper(cfg, is_train=True)
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        dicts = load_dataset_dicts([dataset_name], False, cfg)
+        return build_detection_test_loader(
+            dataset=dicts,
+            mapper=build_instance_mapper(cfg, is_train=False),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(
+            dataset_name,
+            output_dir=output_folder,
+            use_fast_impl=compiled_ops_available(),
+        )
+
+
+def build_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
+    """get_cfg() + project keys + YAML + command-line overrides, frozen."""
+    if not os.path.isfile(config_file):
+        raise GrapeInputError(f"{config_file}: config file not found")
+    cfg = get_cfg()
+    add_grape_config(cfg)
+    try:
+        cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts or []))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise GrapeInputError(f"{config_file}: bad config ({e})") from None
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise GrapeInputError("MODEL.DEVICE is cuda but no CUDA device is available here")
+    cfg.freeze()
+    return cfg
+
+
+def check_config(cfg: CfgNode, eval_only: bool) -> None:
+    """Register datasets and fail early (in the launching process) on names or files missing."""
+    register_from_config(cfg)
+    names = list(cfg.DATASETS.TEST) if eval_only else list(cfg.DATASETS.TRAIN)
+    names += [] if eval_only else list(cfg.DATASETS.TEST)
+    check_datasets_exist(names)
+    if eval_only and cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS:
+        if not os.path.isfile(cfg.MODEL.WEIGHTS):
+            raise GrapeInputError(f"{cfg.MODEL.WEIGHTS}: checkpoint (MODEL.WEIGHTS) not found")
+
+
+def setup(args) -> CfgNode:
+    """Build the config and do Detectron2's default setup (logging, seeds, config dump)."""
+    cfg = build_config(args.config_file, args.opts)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="grape_instances")
+    register_from_config(cfg)
+    return cfg
+
+
+def train_or_evaluate(args):
+    """What one process of ``tools/train_net.py`` runs (under ``launch``)."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

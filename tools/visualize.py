@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Draw a trained model's predictions on images, folders or globs.
+
+    python tools/visualize.py --config-file configs/mask_rcnn_grapes_cpu_demo.yaml \
+        --input datasets/grapes_synth/images/val --output output/vis \
+        --opts MODEL.WEIGHTS output/demo/model_final.pth
+"""
+
+import argparse
+
+from detectron2.utils.logger import setup_logger
+
+import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
+from grape_instances.data.datasets import register_from_config
+from grape_instances.engine import build_config
+from grape_instances.errors import exit_on_user_error
+from grape_instances.predict import expand_inputs, visualize_files
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config-file", required=True, help="model config (YAML)")
+    p.add_argument("--input", nargs="+", required=True, help="image files, folders or globs")
+    p.add_argument("--output", required=True, help="folder for the overlay PNGs and JSON")
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="minimum score of the instances drawn and saved")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    return p.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logger(name="grape_instances")
+    setup_logger(name="detectron2")
+    thr = str(args.confidence_threshold)
+    cfg = build_config(
+        args.config_file,
+        list(args.opts) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", thr],
+    )
+    register_from_config(cfg)
+    summary = visualize_files(cfg, expand_inputs(args.input), args.output)
+    print(f"{len(summary['overlays'])} overlays and {summary['results']} "
+          f"({summary['num_detections']} detections) written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
