@@ -1,0 +1,49 @@
+"""Shared pytest fixtures: a tiny synthetic grape dataset rendered once per session."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")  # CI machines have 2 cores shared by workers
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from grape_instances.data.synthetic import config_from_size, generate_dataset  # noqa: E402
+
+TINY_SPLITS = {"train": 8, "val": 4}
+TINY_SIZE = 128
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_params() -> dict:
+    """How ``tiny_synth`` was generated, for tests that re-render its images."""
+    return {"splits": dict(TINY_SPLITS), "size": TINY_SIZE, "seed": TINY_SEED}
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """Root of a 128 x 128 synthetic dataset (train 8, val 4, seed 0) in the COCO/VIA/labelme
+    layout of ``generate_dataset``; read-only for tests (copy before writing next to it)."""
+    root = tmp_path_factory.mktemp("tiny_synth") / "grapes_synth"
+    generate_dataset(root, TINY_SPLITS, seed=TINY_SEED, cfg=config_from_size(TINY_SIZE))
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_synth, tmp_path_factory):
+    """One 4-iteration Mask R-CNN run of tools/train_net.py on ``tiny_synth``:
+    (output folder, CompletedProcess). Shared so the suite trains once."""
+    from tests.helpers import DEMO_CONFIG, run_tool, tiny_training_opts
+
+    out = tmp_path_factory.mktemp("trained")
+    opts = tiny_training_opts(tiny_synth, out)
+    proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG, *opts)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_run) -> Path:
+    """Checkpoint written by ``trained_run``."""
+    return trained_run[0] / "model_final.pth"

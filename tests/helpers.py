@@ -1,0 +1,51 @@
+"""Shared helpers for tests that run the project's tools as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = str(REPO / "configs" / "mask_rcnn_grapes_cpu_demo.yaml")
+
+
+def tiny_training_opts(synth_root: Path, output_dir: Path, max_iter: int = 4) -> list[str]:
+    """Overrides that make the CPU demo config train in seconds on 128 px images."""
+    return [
+        "DATASETS.SYNTHETIC_ROOT", str(synth_root),
+        "OUTPUT_DIR", str(output_dir),
+        "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.WARMUP_ITERS", "1",
+        "SOLVER.STEPS", "()",
+        "SOLVER.CHECKPOINT_PERIOD", "2",
+        "INPUT.MIN_SIZE_TRAIN", "(96,)",
+        "INPUT.MAX_SIZE_TRAIN", "128",
+        "INPUT.MIN_SIZE_TEST", "96",
+        "INPUT.MAX_SIZE_TEST", "128",
+        "DATALOADER.NUM_WORKERS", "0",
+    ]
+
+
+def run_tool(script: str, *args: str, timeout: int = 300, check: bool = False):
+    """Run ``tools/<script>`` with the test interpreter; returns the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / script), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def assert_user_error(proc, *fragments: str) -> None:
+    """A user mistake: exit 1, an ``error:`` line naming the problem, no traceback."""
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
