@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 # Threads used by demo / bench (2 cores on CI machines).
 THREADS ?= 2
 DEMO_OUT ?= output/demo
+COMPARE_OUT ?= output/compare
 
-.PHONY: install test demo bench lint clean synth
+.PHONY: install test demo bench compare lint clean synth clean-synth convert-via convert-labelme \
+        auto-annotate convert-grapesnet convert-wgisd
 
 install: $(STAMP)
 
@@ -34,14 +36,84 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check grape_instances tools tests
 
-synth: install
-	$(PY) tools/make_synthetic.py --out datasets/grapes_synth
+# The synthetic dataset is generated once: its stamp appears only after a complete run
+# (--overwrite replaces a half-written one). `make clean-synth` forces a new one.
+SYNTH_DIR ?= datasets/grapes_synth
+SYNTH_STAMP := $(SYNTH_DIR)/.complete
+
+synth: $(SYNTH_STAMP)
+
+$(SYNTH_STAMP): | $(STAMP)
+	$(PY) tools/make_synthetic.py --out $(SYNTH_DIR) --overwrite
+	touch $@
+
+clean-synth:
+	rm -rf $(SYNTH_DIR)
+
+# Converters. With no variables they convert the synthetic dataset's own VIA / labelme
+# files; point VIA= IMAGES= OUT= (or INPUT= ROOT= OUT=) at your data. The Makefile
+# replaces its outputs (--overwrite); the tool alone refuses to.
+convert-via: VIA ?= $(SYNTH_DIR)/via/via_project_train.json
+convert-via: IMAGES ?= $(SYNTH_DIR)/images/train
+convert-via: OUT ?= $(SYNTH_DIR)/converted/via_train.json
+convert-via: VIA_ARGS ?= --group-attr instance
+convert-via: $(SYNTH_STAMP)
+	$(PY) tools/convert.py via --via $(VIA) --images $(IMAGES) --out $(OUT) --overwrite $(VIA_ARGS)
+	$(PY) tools/convert.py validate --json $(OUT) --images $(IMAGES)
+
+convert-labelme: INPUT ?= $(SYNTH_DIR)/labelme/train
+convert-labelme: ROOT ?= $(SYNTH_DIR)
+convert-labelme: OUT ?= $(SYNTH_DIR)/converted/labelme_train.json
+convert-labelme: $(SYNTH_STAMP)
+	$(PY) tools/convert.py labelme --input $(INPUT) --root $(ROOT) --out $(OUT) --overwrite \
+	    $(LABELME_ARGS)
+	$(PY) tools/convert.py validate --json $(OUT) --images $(ROOT)
+
+# Edge-detection auto-annotation of one-bunch images (GrapesNet Dataset-1 style). Without
+# IMAGES= it first renders 8 synthetic one-bunch black-background images, so it runs on a
+# fresh checkout. BACKGROUND=black|natural|auto; the VIA project beside OUT is for correcting.
+EDGES_SAMPLE ?= datasets/edges_sample
+auto-annotate: IMAGES ?= $(EDGES_SAMPLE)/images
+auto-annotate: OUT ?= $(if $(filter $(EDGES_SAMPLE)/images,$(IMAGES)),$(EDGES_SAMPLE),datasets/converted)/edges.json
+auto-annotate: BACKGROUND ?= auto
+auto-annotate: VIA_OUT ?= $(basename $(OUT))_via.json
+auto-annotate: $(if $(IMAGES),$(STAMP),$(EDGES_SAMPLE)/.complete)
+	$(PY) tools/convert.py edges --images "$(IMAGES)" --out "$(OUT)" --background $(BACKGROUND) \
+	    --via-out "$(VIA_OUT)" --overwrite $(EDGES_ARGS)
+	$(PY) tools/convert.py validate --json "$(OUT)" --images "$(IMAGES)"
+
+$(EDGES_SAMPLE)/.complete: | $(STAMP)
+	$(PY) -c "from grape_instances.data.edges import write_sample_images as w; \
+	    w('$(EDGES_SAMPLE)/images', n=8, background='black', overwrite=True)"
+	touch $@
+
+# GrapesNet / WGISD folders -> one COCO JSON per sub-dataset / split in OUT_DIR (see
+# datasets/README.md for the layouts). GrapesNet extras: ANNOTATIONS=dir WEIGHTS=table.csv.
+convert-grapesnet: ROOT ?= datasets/GrapesNet
+convert-grapesnet: OUT_DIR ?= datasets/converted/grapesnet
+convert-grapesnet: $(STAMP)
+	$(PY) tools/convert.py grapesnet --root "$(ROOT)" --out-dir "$(OUT_DIR)" --overwrite \
+	    $(if $(ANNOTATIONS),--annotations "$(ANNOTATIONS)") $(if $(WEIGHTS),--weights "$(WEIGHTS)") \
+	    $(GRAPESNET_ARGS)
+	for f in "$(OUT_DIR)"/grapesnet_*.json; do \
+	    $(PY) tools/convert.py validate --json "$$f" --images "$(ROOT)" || exit 1; done
+
+convert-wgisd: ROOT ?= datasets/wgisd
+convert-wgisd: OUT_DIR ?= datasets/converted/wgisd
+convert-wgisd: $(STAMP)
+	$(PY) tools/convert.py wgisd --root "$(ROOT)" --out-dir "$(OUT_DIR)" --overwrite $(WGISD_ARGS)
+	for f in "$(OUT_DIR)"/wgisd_*.json; do case "$$f" in *_boxes.json) continue;; esac; \
+	    $(PY) tools/convert.py validate --json "$$f" --images "$(ROOT)" || exit 1; done
 
 demo: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/demo.py --output-dir $(DEMO_OUT)
 
 bench: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py --threads $(THREADS) --out bench/benchmark.json
+
+# Mask R-CNN + the four semantic baselines, same split and budget (a CPU smoke comparison).
+compare: install
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/compare.py --output-dir $(COMPARE_OUT) $(COMPARE_ARGS)
 
 clean:
 	rm -rf output bench .pytest_cache

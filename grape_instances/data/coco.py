@@ -104,6 +104,11 @@ class CocoBuilder:
         )
         return image_id
 
+    def image_size(self, image_id: int) -> tuple[int, int]:
+        """``(height, width)`` of a registered image (a subclass may keep images on disk)."""
+        image = self.images[image_id - 1]
+        return image["height"], image["width"]
+
     def add_annotation(
         self,
         image_id: int,
@@ -121,8 +126,7 @@ class CocoBuilder:
         With ``keep_polygons`` polygon input is stored as polygons (area and bbox still from
         the rasterised mask); otherwise the segmentation is RLE.
         """
-        image = self.images[image_id - 1]
-        h, w = image["height"], image["width"]
+        h, w = self.image_size(image_id)
         if mask is not None:
             if mask.shape[:2] != (h, w):
                 raise ValueError(f"mask shape {mask.shape} != image size {(h, w)}")

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
 from .coco import CocoBuilder
+from .polygons import pixel_centre_outlines
 
 logger = logging.getLogger(__name__)
 
@@ -761,8 +762,10 @@ def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig
                     "region_attributes": {"name": "bunch", "instance": str(inst),
                                           "variety": meta["variety"]},
                 })
-                shapes.append({"label": "bunch", "points": [[float(x), float(y)] for x, y in
-                                                            zip(xs, ys, strict=True)],
+            # labelme fills a polygon and draws its outline, so its shapes run through pixel
+            # centres (VIA's and pycocotools' run along pixel edges).
+            for outline in pixel_centre_outlines(mask):
+                shapes.append({"label": "bunch", "points": outline.astype(float).tolist(),
                                "group_id": inst, "description": meta["variety"],
                                "shape_type": "polygon", "flags": {}, "mask": None})
         key = f"{stem}.jpg{jpg.size}"

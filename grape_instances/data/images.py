@@ -1,0 +1,205 @@
+"""Image checks shared by every converter: safe paths, header sizes, decompression-bomb guard.
+
+Converters never trust an annotation file's idea of where an image is or how big it is:
+
+* :func:`resolve_image_path` turns a file name written in an annotation file into a path and
+  refuses names that leave the folders the user named on the command line
+  (``../../etc/passwd``, ``/etc/passwd``, ``C:\\x.jpg``), so a hostile file cannot make us
+  read (or later write next to) anything else. ``../images/x.jpg`` from a labelme JSON is
+  fine while it stays inside an allowed root.
+* :func:`read_image_size` reads width and height from the image header only (PIL opens
+  lazily), with the EXIF orientation applied, because Detectron2's ``read_image`` applies
+  it too and the sizes in the COCO JSON must be the ones Detectron2 will see.
+* :func:`decode_image` fully decodes (``validate --deep``, edge detection) with the same
+  orientation handling as Detectron2.
+
+Every failure is a :class:`~grape_instances.errors.GrapeInputError` whose message names the
+file. Checking the pixel count ourselves matters: importing labelme sets
+``PIL.Image.MAX_IMAGE_PIXELS = None`` process-wide, which silently disables PIL's own guard.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import GrapeInputError
+
+#: Default pixel limit (width * height): PIL's own default ``MAX_IMAGE_PIXELS``
+#: (about 9459 x 9459), far above any grape photo, far below a decompression bomb.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+#: EXIF tag of the orientation; values 5-8 swap width and height.
+EXIF_ORIENTATION_TAG = 0x0112
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+#: File extensions treated as images when a folder is listed.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:|\\\\|//)")
+
+
+class ImageSize(NamedTuple):
+    """Size of an image as Detectron2 will see it (EXIF orientation applied)."""
+
+    width: int
+    height: int
+    #: EXIF orientation tag found in the file (1 when absent).
+    orientation: int = 1
+
+
+def normalize_annotation_name(name: str) -> str:
+    """Use ``/`` as the separator: annotation files written on Windows use ``\\``."""
+    return name.replace("\\", "/")
+
+
+def resolve_image_path(
+    name: str,
+    base_dir: str | os.PathLike,
+    roots: Sequence[str | os.PathLike] | None = None,
+    source: str | os.PathLike | None = None,
+) -> Path:
+    """Resolve an image name from an annotation file, refusing anything outside ``roots``.
+
+    Args:
+        name: the name as written in the annotation file (``filename``, ``imagePath``...).
+        base_dir: folder the name is relative to (the images folder for VIA, the JSON's
+            folder for labelme).
+        roots: folders the name may resolve into; defaults to ``[base_dir]``. Give the
+            dataset folder from the command line here to allow ``../images/x.jpg``.
+        source: the annotation file, named in error messages.
+
+    Returns:
+        An absolute, normalised path (which need not exist: see :func:`read_image_size`).
+
+    The check is lexical (``..`` is collapsed, symlinks are not followed) so that a user's
+    own symlinked image folders keep working, while names inside a file cannot escape.
+    """
+    where = f"{source}: " if source is not None else ""
+    if not isinstance(name, str) or not name.strip():
+        raise GrapeInputError(f"{where}empty or non-text image name {name!r}")
+    if "\x00" in name:
+        raise GrapeInputError(f"{where}image name {name!r} contains a NUL character")
+    if "://" in name or name.startswith("data:"):
+        raise GrapeInputError(
+            f"{where}image {name!r} is a URL; download it into the images folder first"
+        )
+    clean = normalize_annotation_name(name)
+    if os.path.isabs(clean) or _WINDOWS_ABSOLUTE.match(name) or clean.startswith("~"):
+        raise GrapeInputError(
+            f"{where}image name {name!r} is an absolute path; refusing to read outside "
+            "the folders given on the command line"
+        )
+    base = Path(os.path.abspath(base_dir))
+    path = Path(os.path.normpath(base / clean))
+    allowed = [Path(os.path.abspath(r)) for r in (roots if roots else [base_dir])]
+    if not any(path == root or root in path.parents for root in allowed):
+        shown = ", ".join(str(r) for r in allowed)
+        raise GrapeInputError(
+            f"{where}image name {name!r} resolves outside the allowed folder(s) {shown}; "
+            "refusing to read it"
+        )
+    return path
+
+
+def _check_readable_file(path: Path, source: str | os.PathLike | None) -> None:
+    ref = f" (referenced by {source})" if source is not None else ""
+    if not path.exists():
+        raise GrapeInputError(f"{path}: image not found{ref}")
+    if not path.is_file():
+        raise GrapeInputError(f"{path}: not a regular file{ref}")
+    if path.stat().st_size == 0:
+        raise GrapeInputError(f"{path}: image file is empty (0 bytes){ref}")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # broken EXIF: Detectron2 ignores it too (see its _apply_exif_orientation)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise GrapeInputError(
+            f"{path}: image is {width} x {height} = {width * height} pixels, above the limit "
+            f"of {max_pixels} (decompression-bomb guard; raise it with --max-pixels)"
+        )
+
+
+def read_image_size(
+    path: str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    source: str | os.PathLike | None = None,
+) -> ImageSize:
+    """Width and height from the header, after EXIF orientation, without decoding pixels.
+
+    Raises GrapeInputError (naming the file) when it is missing, empty, not an image PIL can
+    identify, or larger than ``max_pixels`` (None disables the limit).
+    """
+    path = Path(path)
+    _check_readable_file(path, source)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = _orientation(img)
+    except Image.DecompressionBombError:
+        raise GrapeInputError(
+            f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise GrapeInputError(f"{path}: not a readable image ({type(e).__name__})") from None
+    _check_pixels(path, width, height, max_pixels)
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return ImageSize(width, height, orientation)
+
+
+def decode_image(
+    path: str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    format: str = "RGB",
+    source: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Decode an image exactly as Detectron2's ``read_image`` does (EXIF applied), safely.
+
+    The header is checked first (existence, size, pixel limit), so a bomb is refused before
+    any pixel is decoded. Truncated or corrupt pixel data becomes a GrapeInputError.
+    """
+    from detectron2.data.detection_utils import read_image
+
+    read_image_size(path, max_pixels=max_pixels, source=source)
+    try:
+        return read_image(str(path), format=format)
+    except Image.DecompressionBombError:
+        raise GrapeInputError(
+            f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise GrapeInputError(f"{path}: image data is corrupt or truncated ({e})") from None
+
+
+def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files (by extension, case-insensitive) in ``folder``, sorted by name.
+
+    Raises GrapeInputError when ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GrapeInputError(f"{folder}: images folder not found")
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def image_file_size(path: str | os.PathLike) -> int:
+    """Size of a file in bytes (VIA keys images by ``filename + size``)."""
+    return Path(path).stat().st_size

@@ -1,0 +1,252 @@
+"""Split one COCO JSON into train / val / test by image, and merge several into one.
+
+Splitting is by image (never by annotation), deterministic for a given seed, and can keep
+together images that share a key (``group_by``: e.g. the GrapesNet sub-dataset or a plant
+id), so near-duplicate views of one plant do not leak from train into val. Merging
+renumbers image and annotation ids, unifies category names through a label map, and can
+rebase file names onto one image root.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import GrapeInputError
+from ..fileio import check_output_path, read_json, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def load_coco(path: str | os.PathLike) -> dict:
+    """Read a COCO instances JSON, checking the three lists exist (one-line error if not)."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise GrapeInputError(
+            f"{path}: not a COCO instances JSON (needs lists 'images', 'annotations', "
+            "'categories')"
+        )
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img:
+            raise GrapeInputError(f"{path}: an image record has no 'id'")
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise GrapeInputError(f"{path}: an annotation has no 'image_id'")
+    return data
+
+
+def assign_splits(
+    images: list[dict],
+    val: float,
+    test: float = 0.0,
+    seed: int = 0,
+    group_by: str | None = None,
+) -> dict[str, list[dict]]:
+    """Image records per split name; groups sharing ``image[group_by]`` stay together.
+
+    Groups are shuffled with ``random.Random(seed)`` after sorting by key, so the result
+    depends only on the records and the seed. Test is filled first, then val, each up to
+    ``round(fraction * n_images)`` images; whole groups may overshoot by one group.
+    """
+    if not (0.0 <= val < 1.0 and 0.0 <= test < 1.0 and val + test < 1.0):
+        raise GrapeInputError(f"--val {val} and --test {test}: fractions must be >= 0 and sum "
+                              "to less than 1")
+    groups: dict[str, list[dict]] = {}
+    for img in images:
+        if group_by is not None and group_by in img:
+            key = f"g:{img[group_by]}"
+        else:
+            key = f"i:{img['id']}:{img.get('file_name', '')}"
+        groups.setdefault(key, []).append(img)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n = len(images)
+    targets = {"test": round(test * n), "val": round(val * n)}
+    out: dict[str, list[dict]] = {name: [] for name in SPLIT_NAMES}
+    for key in keys:
+        for name in ("test", "val"):
+            if len(out[name]) < targets[name]:
+                out[name].extend(groups[key])
+                break
+        else:
+            out["train"].extend(groups[key])
+    order = {id(img): i for i, img in enumerate(images)}
+    for name in out:
+        out[name].sort(key=lambda img: order[id(img)])
+    return out
+
+
+def subset(data: dict, images: list[dict], split: str) -> dict:
+    """A COCO dict holding only ``images`` and their annotations (ids unchanged)."""
+    ids = {img["id"] for img in images}
+    info = dict(data.get("info") or {}) if isinstance(data.get("info"), dict) else {}
+    info["split"] = split
+    return {
+        "info": info,
+        "licenses": data.get("licenses", []),
+        "images": images,
+        "annotations": [a for a in data["annotations"] if a["image_id"] in ids],
+        "categories": data["categories"],
+    }
+
+
+def split_coco_file(
+    json_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    val: float = 0.2,
+    test: float = 0.0,
+    seed: int = 0,
+    group_by: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write ``<stem>_train.json``, ``<stem>_val.json`` (and ``_test``) into ``out_dir``.
+
+    All outputs are checked before any is written, so an existing file stops the run
+    without leaving a partial split. Returns the written paths per split.
+    """
+    data = load_coco(json_path)
+    if group_by is not None and not any(group_by in img for img in data["images"]):
+        raise GrapeInputError(f"{json_path}: no image record has the key {group_by!r} "
+                              "given by --group-by")
+    splits = assign_splits(data["images"], val, test, seed, group_by)
+    names = [s for s in SPLIT_NAMES if s != "test" or test > 0]
+    stem = Path(json_path).stem
+    paths = {s: Path(out_dir) / f"{stem}_{s}.json" for s in names}
+    for p in paths.values():
+        check_output_path(p, overwrite)
+    for s in names:
+        part = subset(data, splits[s], s)
+        part["info"]["split_seed"] = seed
+        write_json_atomic(paths[s], part, overwrite=True)
+        logger.info("%s: %d images, %d annotations -> %s", s, len(part["images"]),
+                    len(part["annotations"]), paths[s])
+        if not part["images"]:
+            logger.warning("%s split of %s is empty", s, json_path)
+    return paths
+
+
+def read_label_map(path: str | os.PathLike) -> dict[str, str]:
+    """``old: new`` lines (blank lines and ``#`` comments ignored), or a JSON object."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = read_json(path)
+        if not isinstance(data, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise GrapeInputError(f"{path}: label map JSON must map names to names")
+        return data
+    if not path.is_file():
+        raise GrapeInputError(f"{path}: label map not found")
+    mapping: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if ":" not in line:
+            raise GrapeInputError(f"{path}: line {n} is not 'old name: new name'")
+        old, new = (part.strip() for part in line.rsplit(":", 1))
+        if not old or not new:
+            raise GrapeInputError(f"{path}: line {n} has an empty name")
+        mapping[old] = new
+    return mapping
+
+
+def merge_coco(
+    datasets: Sequence[tuple[str, dict]],
+    label_map: dict[str, str] | None = None,
+    rebase: Sequence[tuple[Path, Path]] | None = None,
+) -> dict:
+    """Merge ``(source name, COCO dict)`` pairs into one dict with fresh, consecutive ids.
+
+    ``rebase[i] = (image_dir_i, image_root)`` rewrites input ``i``'s file names relative to
+    the common ``image_root``. The same file name in two inputs is an error.
+    """
+    label_map = label_map or {}
+    cat_ids: dict[str, int] = {}
+    images: list[dict] = []
+    annotations: list[dict] = []
+    owner: dict[str, str] = {}
+    for index, (source, data) in enumerate(datasets):
+        cat_name = {}
+        for cat in data["categories"]:
+            name = label_map.get(cat.get("name"), cat.get("name"))
+            if not isinstance(name, str):
+                raise GrapeInputError(f"{source}: category {cat.get('id')!r} has no name")
+            cat_name[cat.get("id")] = name
+            cat_ids.setdefault(name, len(cat_ids) + 1)
+        image_id: dict[Any, int] = {}
+        for img in data["images"]:
+            new = copy.deepcopy(img)
+            new["id"] = len(images) + 1
+            if rebase is not None:
+                image_dir, image_root = rebase[index]
+                new["file_name"] = Path(os.path.relpath(
+                    Path(os.path.abspath(image_dir)) / str(img.get("file_name")),
+                    os.path.abspath(image_root))).as_posix()
+            fname = str(new.get("file_name"))
+            if fname in owner:
+                raise GrapeInputError(f"{source}: image {fname!r} is also in {owner[fname]}")
+            owner[fname] = source
+            if img["id"] in image_id:
+                raise GrapeInputError(f"{source}: duplicate image id {img['id']!r}")
+            image_id[img["id"]] = new["id"]
+            images.append(new)
+        for ann in data["annotations"]:
+            if ann["image_id"] not in image_id:
+                raise GrapeInputError(f"{source}: annotation {ann.get('id')!r} refers to "
+                                      f"unknown image {ann['image_id']!r}")
+            if ann.get("category_id") not in cat_name:
+                raise GrapeInputError(f"{source}: annotation {ann.get('id')!r} refers to "
+                                      f"unknown category {ann.get('category_id')!r}")
+            new = copy.deepcopy(ann)
+            new["id"] = len(annotations) + 1
+            new["image_id"] = image_id[ann["image_id"]]
+            new["category_id"] = cat_ids[cat_name[ann["category_id"]]]
+            annotations.append(new)
+    return {
+        "info": {"description": "grape_instances merge", "sources": [s for s, _ in datasets]},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n, "supercategory": "grape"}
+                       for n, i in cat_ids.items()],
+    }
+
+
+def merge_coco_files(
+    inputs: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    *,
+    label_map_file: str | os.PathLike | None = None,
+    image_dirs: Sequence[str | os.PathLike] | None = None,
+    image_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Merge COCO JSON files into ``out_path`` (atomic); returns the merged dict."""
+    check_output_path(out_path, overwrite)
+    if (image_dirs is None) != (image_root is None):
+        raise GrapeInputError("--image-dirs and --image-root go together")
+    rebase = None
+    if image_dirs is not None:
+        if len(image_dirs) != len(inputs):
+            raise GrapeInputError(f"--image-dirs: {len(image_dirs)} folders for "
+                                  f"{len(inputs)} input files")
+        rebase = [(Path(d), Path(image_root)) for d in image_dirs]
+    label_map = read_label_map(label_map_file) if label_map_file else None
+    datasets = [(str(p), load_coco(p)) for p in inputs]
+    merged = merge_coco(datasets, label_map, rebase)
+    if image_root is not None:
+        merged["info"]["image_root"] = str(image_root)
+    write_json_atomic(out_path, merged, overwrite=overwrite)
+    logger.info("merged %d files: %d images, %d annotations, categories %s -> %s",
+                len(inputs), len(merged["images"]), len(merged["annotations"]),
+                [c["name"] for c in merged["categories"]], out_path)
+    return merged

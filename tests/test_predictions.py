@@ -1,0 +1,141 @@
+"""from-predictions: Detectron2 RLE predictions -> VIA / labelme, and back without loss."""
+
+import json
+
+import numpy as np
+import pytest
+from labelme.utils import shape_to_mask
+from PIL import Image
+
+from grape_instances.data.coco import (
+    mask_to_rle,
+    polygons_to_rle,
+    rle_to_mask,
+    segmentation_to_mask,
+)
+from grape_instances.data.labelme import convert_labelme
+from grape_instances.data.predictions import convert_predictions, mask_to_polygons
+from grape_instances.data.via import convert_via
+from grape_instances.errors import GrapeInputError
+
+
+def blob_mask():
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:20, 5:25] = 1
+    mask[8:12, 10:14] = 0  # a hole (not representable, dropped)
+    mask[30:35, 30:48] = 1  # second component
+    mask[38, 2] = 1  # a speck below the minimum area
+    return mask
+
+
+def test_polygons_rasterise_back_in_each_tools_convention():
+    mask = blob_mask()
+    solid = mask.copy()
+    solid[8:12, 10:14] = 1
+    solid[38, 2] = 0
+    edges = mask_to_polygons(mask, "edges")
+    assert len(edges) == 2
+    back = rle_to_mask(polygons_to_rle([p.reshape(-1).tolist() for p in edges], 40, 50))
+    assert np.array_equal(back, solid)  # pycocotools: exact
+    centres = mask_to_polygons(mask, "centres")
+    lm = np.zeros((40, 50), bool)
+    for p in centres:
+        lm |= shape_to_mask((40, 50), p.tolist(), "polygon")
+    assert np.array_equal(lm, solid.astype(bool))  # labelme's own rasteriser: exact
+    simple = mask_to_polygons(mask, "edges", tolerance=2.0)
+    assert sum(len(p) for p in simple) <= sum(len(p) for p in edges)
+
+
+@pytest.fixture
+def predictions(tmp_path, tiny_synth):
+    """Ground truth of tiny_synth val written as Detectron2 predictions, plus a low score."""
+    coco = json.loads((tiny_synth / "annotations/instances_val.json").read_text())
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"],
+                "bbox": a["bbox"], "score": 0.9, "segmentation": a["segmentation"]}
+               for a in coco["annotations"]]
+    results.append(dict(results[0], score=0.2))
+    path = tmp_path / "coco_instances_results.json"
+    path.write_text(json.dumps(results))
+    return path, coco
+
+
+def masks_by_file(coco):
+    images = {i["id"]: i for i in coco["images"]}
+    out = {}
+    for a in coco["annotations"]:
+        im = images[a["image_id"]]
+        out.setdefault(im["file_name"].rsplit("/", 1)[-1], []).append(
+            segmentation_to_mask(a["segmentation"], im["height"], im["width"]).astype(bool))
+    return out
+
+
+def test_round_trip_through_via_and_labelme(tmp_path, tiny_synth, predictions):
+    results, truth = predictions
+    images = tiny_synth / "images/val"
+    summary = convert_predictions(results, images, coco_json=tiny_synth /
+                                  "annotations/instances_val.json", via_out=tmp_path / "p.json",
+                                  labelme_out=tmp_path / "lm", score_threshold=0.5)
+    assert summary["images"] == len(truth["images"])
+    assert summary["instances"] == len(truth["annotations"])  # the 0.2 one is dropped
+    project = json.loads((tmp_path / "p.json").read_text())
+    assert project["_via_attributes"]["region"]["name"]["options"] == {"bunch": "bunch"}
+    convert_via(tmp_path / "p.json", images, tmp_path / "via_back.json", group_attr="instance")
+    convert_labelme([tmp_path / "lm"], tmp_path / "lm_back.json", root=tmp_path.parents[1])
+    expected = masks_by_file(truth)
+    for back in ("via_back.json", "lm_back.json"):
+        got = masks_by_file(json.loads((tmp_path / back).read_text()))
+        ious = []
+        for name, masks in expected.items():
+            assert len(got[name]) == len(masks)
+            ious += [max((m & g).sum() / (m | g).sum() for g in got[name]) for m in masks]
+        # only holes and specks of a few pixels are lost
+        assert min(ious) >= 0.95 and np.mean(ious) >= 0.99, (back, np.round(ious, 3))
+
+
+def test_without_coco_image_ids_are_file_stems(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(images / "IMG_7.jpg")
+    rle = mask_to_rle(blob_mask())
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps([{"image_id": "IMG_7", "category_id": 1, "score": 0.8,
+                                    "segmentation": rle}]))
+    convert_predictions(results, images, via_out=tmp_path / "p.json")
+    meta = json.loads((tmp_path / "p.json").read_text())["_via_img_metadata"]
+    (record,) = meta.values()
+    assert record["filename"] == "IMG_7.jpg" and len(record["regions"]) == 2
+    assert {r["region_attributes"]["instance"] for r in record["regions"]} == {"1"}
+    results.write_text(json.dumps([{"image_id": 3, "category_id": 1, "score": 0.8,
+                                    "segmentation": rle}]))
+    with pytest.raises(GrapeInputError, match="unknown image id 3.*pass --coco"):
+        convert_predictions(results, images, via_out=tmp_path / "q.json")
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_bad_prediction_files(tmp_path, tiny_synth, predictions):
+    results, truth = predictions
+    images = tiny_synth / "images/val"
+    coco = tiny_synth / "annotations/instances_val.json"
+    out = tmp_path / "out.json"
+    with pytest.raises(GrapeInputError, match="give --via-out"):
+        convert_predictions(results, images, coco_json=coco)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(GrapeInputError, match="not a Detectron2 coco_instances_results"):
+        convert_predictions(bad, images, coco_json=coco, via_out=out)
+    boxes = json.loads(results.read_text())
+    for r in boxes:
+        r.pop("segmentation")
+    bad.write_text(json.dumps(boxes))
+    with pytest.raises(GrapeInputError, match="no RLE"):
+        convert_predictions(bad, images, coco_json=coco, via_out=out)
+    wrong = json.loads(results.read_text())
+    wrong[0]["segmentation"] = mask_to_rle(np.ones((5, 5), np.uint8))
+    bad.write_text(json.dumps(wrong))
+    with pytest.raises(GrapeInputError, match="mask size"):
+        convert_predictions(bad, images, coco_json=coco, via_out=out)
+    assert not out.exists()
+    out.write_text("mine")
+    with pytest.raises(GrapeInputError, match="already exists"):
+        convert_predictions(results, images, coco_json=coco, via_out=out)
+    assert out.read_text() == "mine"

@@ -1,0 +1,376 @@
+#!/usr/bin/env python
+"""Convert annotations (VIA, labelme, edge detection, GrapesNet, WGISD) into COCO JSON.
+
+    python tools/convert.py via --via project.json --images DIR --out train.json
+    python tools/convert.py labelme --input DIR --out train.json [--root DATASET]
+    python tools/convert.py split --json all.json --out-dir DIR --val 0.2 --seed 0
+    python tools/convert.py merge a.json b.json --out all.json [--label-map map.txt]
+    python tools/convert.py validate --json train.json --images DIR [--deep]
+    python tools/convert.py edges --images DIR --out edges.json [--via-out project.json]
+    python tools/convert.py grapesnet --root GrapesNet --out-dir DIR [--annotations DIR]
+    python tools/convert.py wgisd --root wgisd --out-dir DIR [--boxes-json]
+    python tools/convert.py from-predictions --results coco_instances_results.json \
+        --coco val.json --images DIR --via-out project.json
+
+Every subcommand is one ``add_<name>_parser(subparsers)`` function that declares its flags
+and hands them to the package (``grape_instances.data``); nothing else lives here. Outputs
+are written atomically and refused if they exist, unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from grape_instances.data.images import DEFAULT_MAX_PIXELS
+from grape_instances.errors import exit_on_user_error
+
+logger = logging.getLogger("grape_instances.convert")
+
+
+def add_writer_args(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every subcommand that writes files."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that already exist"
+    )
+
+
+def add_image_limit_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels than this (decompression-bomb guard; "
+        "default %(default)s)",
+    )
+
+
+def add_via_parser(subparsers) -> None:
+    p = subparsers.add_parser("via", help="VIA 1.x / 2.x / 3.x project or export -> COCO")
+    p.add_argument("--via", required=True, help="VIA JSON (1.x, 2.x export or project, 3.x)")
+    p.add_argument("--images", required=True, help="folder holding the annotated images")
+    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument("--label-attr", help="region attribute holding the class name")
+    p.add_argument("--category", default="bunch", help="class name without --label-attr")
+    p.add_argument(
+        "--group-attr",
+        help="region attribute whose equal values mark parts of one instance (merged)",
+    )
+    p.add_argument("--polygons", action="store_true", help="keep polygons instead of RLE")
+    add_image_limit_arg(p)
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.via import convert_via
+
+        convert_via(
+            args.via,
+            args.images,
+            args.out,
+            label_attr=args.label_attr,
+            category=args.category,
+            group_attr=args.group_attr,
+            keep_polygons=args.polygons,
+            max_pixels=args.max_pixels,
+            overwrite=args.overwrite,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_labelme_parser(subparsers) -> None:
+    p = subparsers.add_parser("labelme", help="labelme JSON files -> COCO")
+    p.add_argument(
+        "--input", required=True, nargs="+", help="labelme JSON files and/or folders of them"
+    )
+    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument(
+        "--root",
+        help="dataset folder: image paths may point anywhere inside it (e.g. ../images/x.jpg) "
+        "and file names in the output are relative to it (default: the input folder)",
+    )
+    p.add_argument("--labels", help="labelme labels.txt (__ignore__, _background_, classes)")
+    p.add_argument("--polygons", action="store_true", help="keep polygons instead of RLE")
+    add_image_limit_arg(p)
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.labelme import convert_labelme
+
+        convert_labelme(
+            args.input,
+            args.out,
+            root=args.root,
+            labels_file=args.labels,
+            keep_polygons=args.polygons,
+            max_pixels=args.max_pixels,
+            overwrite=args.overwrite,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_split_parser(subparsers) -> None:
+    p = subparsers.add_parser("split", help="split one COCO JSON by image into train/val/test")
+    p.add_argument("--json", required=True, help="input COCO JSON")
+    p.add_argument("--out-dir", required=True, help="folder for NAME_train/val/test.json")
+    p.add_argument("--val", type=float, default=0.2, help="fraction of images for val")
+    p.add_argument("--test", type=float, default=0.0, help="fraction of images for test")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (same seed, same split)")
+    p.add_argument(
+        "--group-by",
+        help="image key (e.g. subset, plant) whose images stay together in one split",
+    )
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.split import split_coco_file
+
+        split_coco_file(
+            args.json,
+            args.out_dir,
+            val=args.val,
+            test=args.test,
+            seed=args.seed,
+            group_by=args.group_by,
+            overwrite=args.overwrite,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_merge_parser(subparsers) -> None:
+    p = subparsers.add_parser("merge", help="merge COCO JSONs into one, renumbering ids")
+    p.add_argument("inputs", nargs="+", help="COCO JSON files")
+    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument(
+        "--label-map", help="text file of 'old name: new name' lines to unify categories"
+    )
+    p.add_argument(
+        "--image-dirs",
+        nargs="+",
+        help="image root of each input (same order); file names are then rewritten "
+        "relative to --image-root",
+    )
+    p.add_argument("--image-root", help="image root of the merged JSON (with --image-dirs)")
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.split import merge_coco_files
+
+        merge_coco_files(
+            args.inputs,
+            args.out,
+            label_map_file=args.label_map,
+            image_dirs=args.image_dirs,
+            image_root=args.image_root,
+            overwrite=args.overwrite,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_validate_parser(subparsers) -> None:
+    p = subparsers.add_parser("validate", help="check a COCO JSON against its images")
+    p.add_argument("--json", required=True, help="COCO instances JSON")
+    p.add_argument("--images", required=True, help="image root the file names are relative to")
+    p.add_argument("--deep", action="store_true", help="decode every image, not just headers")
+    add_image_limit_arg(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.validate import validate_coco_file
+
+        report = validate_coco_file(
+            args.json, args.images, deep=args.deep, max_pixels=args.max_pixels
+        )
+        print(report.format())
+        if not report.ok:
+            sys.exit(1)
+
+    p.set_defaults(func=run)
+
+
+def add_from_predictions_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "from-predictions",
+        help="model predictions -> VIA project / labelme files, to correct instead of draw",
+    )
+    p.add_argument("--results", required=True, help="coco_instances_results.json")
+    p.add_argument("--images", required=True, help="folder of the predicted images")
+    p.add_argument(
+        "--coco",
+        help="COCO JSON the predictions were made on (image_id -> file_name, categories); "
+        "without it, each image id must be the file stem of an image in --images",
+    )
+    p.add_argument("--via-out", help="VIA 2.x project to write")
+    p.add_argument("--labelme-out", help="folder for one labelme JSON per image")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="keep scores >= this")
+    p.add_argument(
+        "--simplify",
+        type=float,
+        default=0.0,
+        help="simplify polygons to this many pixels (fewer vertices; default 0: exact)",
+    )
+    add_image_limit_arg(p)
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.predictions import convert_predictions
+
+        convert_predictions(
+            args.results,
+            args.images,
+            coco_json=args.coco,
+            via_out=args.via_out,
+            labelme_out=args.labelme_out,
+            score_threshold=args.score_threshold,
+            simplify=args.simplify,
+            max_pixels=args.max_pixels,
+            overwrite=args.overwrite,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_edges_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "edges", help="auto-annotate one-bunch images by edge detection -> COCO (+ VIA)"
+    )
+    p.add_argument("--images", required=True, help="folder of one-bunch images")
+    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument(
+        "--background",
+        choices=["black", "natural", "auto"],
+        default="auto",
+        help="background kind; auto decides per image from the border pixels (default)",
+    )
+    p.add_argument("--via-out", help="also write a VIA 2 project of the polygons, to correct")
+    p.add_argument("--recursive", action="store_true", help="also images in subfolders")
+    add_image_limit_arg(p)
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.edges import convert_edges
+
+        convert_edges(
+            args.images,
+            args.out,
+            background=args.background,
+            via_out=args.via_out,
+            overwrite=args.overwrite,
+            recursive=args.recursive,
+            max_pixels=args.max_pixels,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_grapesnet_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "grapesnet", help="GrapesNet folders -> one COCO JSON per sub-dataset"
+    )
+    p.add_argument("--root", required=True, help="GrapesNet root (Dataset-1 ... Dataset-4)")
+    p.add_argument("--out-dir", required=True, help="folder for grapesnet_<subset>.json")
+    p.add_argument("--annotations", help="folder of VIA / labelme JSON files (searched deep)")
+    p.add_argument("--weights", help="Dataset-4 bunch weights table (CSV; XLSX with openpyxl)")
+    p.add_argument("--key-column", help="weights column naming the image (default: guessed)")
+    p.add_argument("--weight-column", help="weights column in grams (default: guessed)")
+    p.add_argument("--layout", help="JSON object replacing folder / file pattern lists")
+    p.add_argument(
+        "--pattern",
+        action="append",
+        default=[],
+        metavar="KEY=GLOB",
+        help="replace one pattern list (repeat for several), e.g. dataset2='multi/*'",
+    )
+    p.add_argument(
+        "--auto",
+        choices=["black", "single", "none"],
+        default="black",
+        help="edge-annotate Dataset-1 black-background images (default), every one-bunch "
+        "image (single: Dataset-1 and 4), or none",
+    )
+    add_image_limit_arg(p)
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.grapesnet import GrapesNetLayout, convert_grapesnet
+
+        layout = GrapesNetLayout.from_json(args.layout) if args.layout else GrapesNetLayout()
+        convert_grapesnet(
+            args.root,
+            args.out_dir,
+            annotations=args.annotations,
+            weights=args.weights,
+            layout=layout.with_patterns(args.pattern),
+            auto=args.auto,
+            key_column=args.key_column,
+            weight_column=args.weight_column,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels,
+        )
+
+    p.set_defaults(func=run)
+
+
+def add_wgisd_parser(subparsers) -> None:
+    p = subparsers.add_parser("wgisd", help="WGISD (boxes .txt + masks .npz) -> COCO per split")
+    p.add_argument("--root", required=True, help="WGISD root (data/, train_masked.txt ...)")
+    p.add_argument("--out-dir", required=True, help="folder for wgisd_<split>.json")
+    p.add_argument(
+        "--boxes-json",
+        action="store_true",
+        help="also write images with boxes but no masks to wgisd_<split>_boxes.json",
+    )
+    add_image_limit_arg(p)
+    add_writer_args(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from grape_instances.data.wgisd import convert_wgisd
+
+        convert_wgisd(
+            args.root,
+            args.out_dir,
+            boxes_json=args.boxes_json,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels,
+        )
+
+    p.set_defaults(func=run)
+
+
+SUBCOMMANDS = [
+    add_via_parser,
+    add_labelme_parser,
+    add_split_parser,
+    add_merge_parser,
+    add_validate_parser,
+    add_from_predictions_parser,
+    add_edges_parser,
+    add_grapesnet_parser,
+    add_wgisd_parser,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="grape_instances")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
