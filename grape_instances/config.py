@@ -10,6 +10,8 @@ def add_grape_config(cfg: CN) -> CN:
     _add_dataset_config(cfg)
     _add_augmentation_config(cfg)
     _add_semantic_config(cfg)
+    _add_semantic_view_config(cfg)
+    _add_evaluation_config(cfg)
     return cfg
 
 
@@ -67,3 +69,17 @@ def _add_semantic_model_config(cfg: CN) -> None:
     cfg.MODEL.PSPNET.BINS = [1, 2, 3, 6]
     # Weight of the auxiliary res4 loss (training only); 0 removes the auxiliary head.
     cfg.MODEL.PSPNET.AUX_WEIGHT = 0.4
+
+
+def _add_semantic_view_config(cfg: CN) -> None:
+    # Where the semantic view of a COCO instance dataset caches its derived label PNGs, one
+    # folder per hash of the JSON (grape_instances.data.semantic); relative to the working dir.
+    cfg.DATASETS.SEMANTIC_CACHE_DIR = "datasets/.semantic_cache"
+
+
+def _add_evaluation_config(cfg: CN) -> None:
+    # Instance models are also scored as semantic segmentation: the masks of the instances
+    # scoring at least this are merged into one background / bunch map.
+    cfg.TEST.SEMANTIC_SCORE_THRESH = 0.5
+    # Bunch-count error of instance models: predictions scoring at least this are counted.
+    cfg.TEST.COUNT_SCORE_THRESH = 0.5
