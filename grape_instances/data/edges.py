@@ -32,7 +32,6 @@ masks of synthetic one-bunch images.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -49,7 +48,8 @@ from ..errors import GrapeInputError
 from ..fileio import atomic_open, check_output_path, write_json_atomic
 from .coco import DEFAULT_CATEGORY, CocoBuilder, polygons_to_rle, rle_to_mask
 from .images import DEFAULT_MAX_PIXELS, decode_image, list_image_files
-from .predictions import VIA_SETTINGS, mask_to_polygons
+from .predictions import mask_to_polygons
+from .via import via2_settings
 from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
@@ -341,11 +341,8 @@ def via_project(records: dict[str, dict], images_dir: str | os.PathLike, name: s
     ``default_filepath`` points VIA at the images folder, so the project opens with its
     images when VIA runs on the same machine.
     """
-    settings = json.loads(json.dumps(VIA_SETTINGS))
-    settings["core"]["default_filepath"] = os.path.abspath(images_dir) + os.sep
-    settings["project"]["name"] = name
-    settings["ui"]["image"]["region_label"] = "name"
-    settings["ui"]["image"]["region_color"] = "name"
+    settings = via2_settings(name, os.path.abspath(images_dir) + os.sep,
+                             region_label="name", region_color="name")
     return {
         "_via_settings": settings,
         "_via_img_metadata": records,

@@ -42,27 +42,12 @@ from .images import (
 )
 from .polygons import pixel_centre_outlines
 from .synthetic import mask_polygons
+from .via import via2_settings
 
 logger = logging.getLogger(__name__)
 
 #: Components of a mask smaller than this (px) are dropped: specks are not worth a polygon.
 MIN_COMPONENT_AREA = 4
-
-VIA_SETTINGS = {
-    "ui": {
-        "annotation_editor_height": 25, "annotation_editor_fontsize": 0.8,
-        "leftsidebar_width": 18,
-        "image_grid": {"img_height": 80, "rshape_fill": "none", "rshape_fill_opacity": 0.3,
-                       "rshape_stroke": "yellow", "rshape_stroke_width": 2,
-                       "show_region_shape": True, "show_image_policy": "all"},
-        "image": {"region_label": "name", "region_color": "instance",
-                  "region_label_font": "10px Sans",
-                  "on_image_annotation_editor_placement": "NEAR_REGION"},
-    },
-    "core": {"buffer_size": 18, "filepath": {}, "default_filepath": ""},
-    "project": {"name": "predictions"},
-}
-
 
 def mask_to_polygons(mask: np.ndarray, convention: str, tolerance: float = 0.0,
                      min_area: int = MIN_COMPONENT_AREA) -> list[np.ndarray]:
@@ -235,8 +220,8 @@ def convert_predictions(
 
 def _via_project(via_images: dict[str, dict], labels: Sequence[str], images_dir: Path
                  ) -> dict:
-    settings = json.loads(json.dumps(VIA_SETTINGS))
-    settings["core"]["default_filepath"] = os.path.abspath(images_dir) + os.sep
+    settings = via2_settings("predictions", os.path.abspath(images_dir) + os.sep,
+                             region_label="name", region_color="instance")
     return {
         "_via_settings": settings,
         "_via_img_metadata": via_images,

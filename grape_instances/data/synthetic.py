@@ -33,6 +33,7 @@ from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
 from .coco import CocoBuilder
 from .polygons import pixel_centre_outlines
+from .via import via2_settings
 
 logger = logging.getLogger(__name__)
 
@@ -648,24 +649,6 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8")), index])
 
 
-def _via_settings(name: str, split: str) -> dict:
-    return {
-        "ui": {
-            "annotation_editor_height": 25, "annotation_editor_fontsize": 0.8,
-            "leftsidebar_width": 18,
-            "image_grid": {"img_height": 80, "rshape_fill": "none", "rshape_fill_opacity": 0.3,
-                           "rshape_stroke": "yellow", "rshape_stroke_width": 2,
-                           "show_region_shape": True, "show_image_policy": "all"},
-            "image": {"region_label": "__via_region_id__",
-                      "region_color": "__via_default_region_color__",
-                      "region_label_font": "10px Sans",
-                      "on_image_annotation_editor_placement": "NEAR_REGION"},
-        },
-        "core": {"buffer_size": 18, "filepath": {}, "default_filepath": f"../images/{split}/"},
-        "project": {"name": name},
-    }
-
-
 def _via_attributes() -> dict:
     opts = {v: v for v in VARIETY_COLORS}
     return {
@@ -778,7 +761,7 @@ def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig
         }, indent=2)
     builder.write(coco_path, overwrite=True)
     write_json_atomic(via_path, {
-        "_via_settings": _via_settings(f"grapes_synth_{split}", split),
+        "_via_settings": via2_settings(f"grapes_synth_{split}", f"../images/{split}/"),
         "_via_img_metadata": via_meta,
         "_via_attributes": _via_attributes(),
         "_via_data_format_version": "2.0.10",

@@ -88,6 +88,27 @@ class ViaImage:
     regions: list[dict] = field(default_factory=list)
 
 
+def via2_settings(name: str, default_filepath: str = "", region_label: str = "__via_region_id__",
+                  region_color: str = "__via_default_region_color__") -> dict:
+    """``_via_settings`` of a VIA 2.x project we write (synthetic data, edges, predictions):
+    VIA opens the images from ``default_filepath`` and labels / colours regions by the given
+    region attributes."""
+    return {
+        "ui": {
+            "annotation_editor_height": 25, "annotation_editor_fontsize": 0.8,
+            "leftsidebar_width": 18,
+            "image_grid": {"img_height": 80, "rshape_fill": "none", "rshape_fill_opacity": 0.3,
+                           "rshape_stroke": "yellow", "rshape_stroke_width": 2,
+                           "show_region_shape": True, "show_image_policy": "all"},
+            "image": {"region_label": region_label, "region_color": region_color,
+                      "region_label_font": "10px Sans",
+                      "on_image_annotation_editor_placement": "NEAR_REGION"},
+        },
+        "core": {"buffer_size": 18, "filepath": {}, "default_filepath": default_filepath},
+        "project": {"name": name},
+    }
+
+
 def detect_via_version(data: Any, path: str | os.PathLike) -> str:
     """``"1"``, ``"2"`` (export or project) or ``"3"``; a clear error for anything else."""
     if isinstance(data, dict):
