@@ -8,7 +8,6 @@ import os
 import time
 from pathlib import Path
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.logger import setup_logger
 
 from .data.datasets import register_from_config
@@ -20,11 +19,16 @@ from .predict import visualize_files
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = "configs/mask_rcnn_grapes_cpu_demo.yaml"
+# The demo's synthetic split (also what `make compare` trains on).
+DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEED = 300, 50, 256, 0
 
 
-def ensure_synthetic(root: str, num_train: int, num_val: int, size: int, seed: int) -> None:
+def ensure_synthetic(root: str, num_train: int = DEMO_TRAIN_IMAGES,
+                     num_val: int = DEMO_VAL_IMAGES, size: int = DEMO_IMAGE_SIZE,
+                     seed: int = DEMO_SEED) -> None:
     """Generate the demo dataset once; an existing complete dataset is reused."""
-    if all((Path(root) / "annotations" / f"instances_{s}.json").is_file() for s in ("train", "val")):
+    annotations = Path(root) / "annotations"
+    if all((annotations / f"instances_{s}.json").is_file() for s in ("train", "val")):
         logger.info("reusing synthetic dataset in %s", root)
         return
     generate_dataset(
@@ -46,17 +50,18 @@ def format_ap_table(results: dict) -> str:
 def run_demo(
     output_dir: str = "output/demo",
     config_file: str = DEMO_CONFIG,
-    num_train: int = 300,
-    num_val: int = 50,
-    image_size: int = 256,
+    num_train: int = DEMO_TRAIN_IMAGES,
+    num_val: int = DEMO_VAL_IMAGES,
+    image_size: int = DEMO_IMAGE_SIZE,
     num_overlays: int = 6,
-    seed: int = 0,
+    seed: int = DEMO_SEED,
     opts: list[str] | None = None,
 ) -> dict:
     """Run the whole demo in this process and return (and write) its summary."""
     setup_logger(name="grape_instances")
     setup_logger(name="detectron2")
-    cfg = build_config(config_file, ["OUTPUT_DIR", output_dir, "SEED", str(seed)] + list(opts or []))
+    overrides = ["OUTPUT_DIR", output_dir, "SEED", str(seed), *(opts or [])]
+    cfg = build_config(config_file, overrides)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -80,6 +85,7 @@ def run_demo(
     vis_cfg = cfg.clone()
     vis_cfg.defrost()
     vis_cfg.MODEL.WEIGHTS = weights
+    vis_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5  # draw confident bunches only
     vis_cfg.freeze()
     val_images = sorted(Path(cfg.DATASETS.SYNTHETIC_ROOT, "images", "val").glob("*.jpg"))
     vis = visualize_files(vis_cfg, val_images[:num_overlays], os.path.join(output_dir, "overlays"))
@@ -108,6 +114,12 @@ def print_summary(summary: dict) -> None:
     print(f"time: synthesize {t['synthesize_s']:.0f}s, train {t['train_s']:.0f}s "
           f"({summary['iterations']} it), evaluate {t['evaluate_s']:.0f}s, "
           f"visualize {t['visualize_s']:.0f}s, total {t['total_s']:.0f}s")
+    sem = summary["results"].get("sem_seg", {})
+    count = summary["results"].get("count", {})
+    if sem:
+        print(f"semantic (instances merged): mIoU {sem.get('mIoU', float('nan')):.1f}, "
+              f"bunch Dice {sem.get('Dice-bunch', float('nan')):.1f}; "
+              f"bunch-count MAE {count.get('MAE', float('nan')):.2f} per image")
     print(f"overlays: {os.path.dirname(summary['overlays'][0]) if summary['overlays'] else '-'}")
     print(f"checkpoint: {summary['checkpoint']}")
     print(json.dumps({"segm_AP50": summary["results"].get("segm", {}).get("AP50")}))

@@ -10,20 +10,25 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import (
+    DatasetCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
 from detectron2.engine.defaults import default_setup
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .config import add_grape_config
 from .data.datasets import check_datasets_exist, register_from_config
 from .data.mappers import build_instance_mapper
+from .data.semantic import semantic_view_for_config
 from .errors import GrapeInputError
+from .evaluation import CountEvaluator, MergedInstancesEvaluator, SemanticEvaluator
+from .modeling import SemanticBaseline
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +51,50 @@ def check_image_files(dataset_dicts: list[dict], dataset_names) -> None:
             )
 
 
-def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
-    """Load (and, for training, filter) dataset records, checking that every image exists."""
+def is_semantic_model(cfg: CfgNode) -> bool:
+    """True when the meta-architecture predicts ``sem_seg`` (the four baselines, Detectron2's
+    SemanticSegmentor): it then trains and is scored on the semantic view of the datasets."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return isinstance(arch, type) and issubclass(arch, (SemanticBaseline, SemanticSegmentor))
+
+
+def check_meta_architecture(cfg: CfgNode) -> None:
+    """Name an unregistered meta-architecture in one line, not with a KeyError traceback."""
+    if cfg.MODEL.META_ARCHITECTURE not in META_ARCH_REGISTRY:
+        known = ", ".join(sorted(name for name, _ in META_ARCH_REGISTRY))
+        raise GrapeInputError(
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} is not registered "
+            f"(known: {known})"
+        )
+
+
+def model_dataset_names(cfg: CfgNode, names) -> list[str]:
+    """The datasets a model reads: the instance datasets, or their semantic views."""
     check_datasets_exist(names)
+    if not is_semantic_model(cfg):
+        return list(names)
+    return [semantic_view_for_config(cfg, name) for name in names]
+
+
+def semantic_view_sources(cfg: CfgNode, names) -> list[str]:
+    """Which of ``names`` a model needs the semantic view of: all of them for a semantic
+    model, the test sets for a mask model (merged-mask metrics), none for a box model."""
+    if is_semantic_model(cfg):
+        return list(names)
+    return [n for n in names if n in cfg.DATASETS.TEST] if cfg.MODEL.MASK_ON else []
+
+
+def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
+    """Load (and, for training, filter) dataset records, checking that every image exists.
+
+    Semantic models get the semantic view's records (``sem_seg_file_name``, no instances),
+    which are never filtered: an image without bunches is all background, still a lesson.
+    """
+    semantic = is_semantic_model(cfg)
+    names = model_dataset_names(cfg, names)
     dicts = get_detection_dataset_dicts(
         names,
-        filter_empty=is_train and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        filter_empty=is_train and not semantic and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         min_keypoints=0,
         proposal_files=None,
     )
@@ -60,7 +103,12 @@ def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with grape mappers, COCO evaluation and CPU-capable DDP."""
+    """DefaultTrainer with grape mappers, evaluators and CPU-capable DDP.
+
+    Instance models (Mask R-CNN) read the COCO instance datasets; semantic models read their
+    semantic views through the same mapper and augmentations (Detectron2's DatasetMapper
+    loads and transforms ``sem_seg_file_name`` with the image).
+    """
 
     def __init__(self, cfg: CfgNode) -> None:
         # DefaultTrainer.__init__ wraps the model with create_ddp_model(), which passes
@@ -80,7 +128,9 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -104,12 +154,28 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        """Semantic models: mIoU / Dice. Instance models: COCO AP, the same semantic metrics on
+        their merged masks (``TEST.SEMANTIC_SCORE_THRESH``) and the bunch-count error
+        (``TEST.COUNT_SCORE_THRESH``), so that every model gets comparable numbers."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(
-            dataset_name,
-            output_dir=output_folder,
-            use_fast_impl=compiled_ops_available(),
-        )
+        if is_semantic_model(cfg):
+            return SemanticEvaluator(
+                semantic_view_for_config(cfg, dataset_name), output_dir=output_folder
+            )
+        evaluators = [
+            COCOEvaluator(
+                dataset_name,
+                output_dir=output_folder,
+                use_fast_impl=compiled_ops_available(),
+            ),
+            CountEvaluator(dataset_name, cfg.TEST.COUNT_SCORE_THRESH),
+        ]
+        if cfg.MODEL.MASK_ON:
+            evaluators.append(MergedInstancesEvaluator(
+                semantic_view_for_config(cfg, dataset_name), cfg.TEST.SEMANTIC_SCORE_THRESH,
+                output_dir=output_folder,
+            ))
+        return DatasetEvaluators(evaluators)
 
 
 def build_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
@@ -130,11 +196,17 @@ def build_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
 
 
 def check_config(cfg: CfgNode, eval_only: bool) -> None:
-    """Register datasets and fail early (in the launching process) on names or files missing."""
+    """Register datasets and fail early (in the launching process) on names or files missing.
+
+    Also derives the semantic label maps here, once, before worker processes start.
+    """
+    check_meta_architecture(cfg)
     register_from_config(cfg)
     names = list(cfg.DATASETS.TEST) if eval_only else list(cfg.DATASETS.TRAIN)
     names += [] if eval_only else list(cfg.DATASETS.TEST)
     check_datasets_exist(names)
+    for name in semantic_view_sources(cfg, names):
+        DatasetCatalog.get(semantic_view_for_config(cfg, name))
     if eval_only and cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS:
         if not os.path.isfile(cfg.MODEL.WEIGHTS):
             raise GrapeInputError(f"{cfg.MODEL.WEIGHTS}: checkpoint (MODEL.WEIGHTS) not found")

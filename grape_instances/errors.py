@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -26,7 +25,6 @@ def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
         try:
             return main(*args, **kwargs)
         except GrapeInputError as e:
-            logging.getLogger("grape_instances").error("error: %s", e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 

@@ -22,6 +22,8 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
 from .data.datasets import THING_CLASSES
+from .data.semantic import BACKGROUND, stuff_classes_for, stuff_colors_for, write_label_png
+from .engine import is_semantic_model
 from .errors import GrapeInputError
 from .fileio import atomic_open, write_json_atomic
 
@@ -85,6 +87,14 @@ class Predictor:
             self.metadata = MetadataCatalog.get("__grapes_predict").set(
                 thing_classes=list(THING_CLASSES)
             )
+        if is_semantic_model(cfg):
+            # Semantic outputs are drawn by class name: stuff_classes as in the semantic view.
+            stuff = stuff_classes_for(self.metadata.thing_classes)
+            if len(stuff) != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+                stuff = [f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
+            self.metadata = MetadataCatalog.get(f"__grapes_predict_semantic_{len(stuff)}").set(
+                stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff))
+            )
 
     @torch.no_grad()
     def __call__(self, image_bgr: np.ndarray) -> dict:
@@ -98,12 +108,16 @@ class Predictor:
 
 
 def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarray:
-    """Overlay masks, boxes and scores (or a semantic map) on the image; returns BGR."""
+    """Overlay masks, boxes and scores (or a semantic map, background left undrawn) on the
+    image; returns BGR."""
     vis = Visualizer(image_bgr[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
     if "instances" in outputs:
         drawn = vis.draw_instance_predictions(outputs["instances"].to("cpu"))
     elif "sem_seg" in outputs:
-        drawn = vis.draw_sem_seg(outputs["sem_seg"].argmax(dim=0).to("cpu"))
+        labels = outputs["sem_seg"].argmax(dim=0).to("cpu")
+        if metadata.stuff_classes[0] == BACKGROUND:
+            labels[labels == 0] = len(metadata.stuff_classes)  # the Visualizer skips these
+        drawn = vis.draw_sem_seg(labels)
     else:
         raise ValueError(f"nothing to draw in outputs with keys {sorted(outputs)}")
     return drawn.get_image()[:, :, ::-1]
@@ -115,7 +129,9 @@ def visualize_files(
     """Predict on each input, write ``<stem>.png`` overlays and ``coco_results.json``.
 
     The results JSON is a COCO results list (``image_id`` = position in the input list,
-    plus ``file_name``) so it can be scored or turned back into annotations.
+    plus ``file_name``) so it can be scored or turned back into annotations. Semantic
+    models have no instances: their list stays empty and each image gets
+    ``<stem>_labels.png`` instead, the predicted class index per pixel (0 = background).
     """
     inputs = list(inputs)
     output_dir = Path(output_dir)
@@ -123,6 +139,7 @@ def visualize_files(
     predictor = Predictor(cfg)
     results: list[dict] = []
     written: list[str] = []
+    label_maps: list[str] = []
     used_names: set[str] = set()
     for image_id, path in enumerate(tqdm(inputs, desc="visualize", unit="img"), start=1):
         image = load_image(path)
@@ -134,6 +151,11 @@ def visualize_files(
             ok, buf = cv2.imencode(".png", draw_predictions(image, outputs, predictor.metadata))
             f.write(buf.tobytes())
         written.append(str(out_png))
+        if "sem_seg" in outputs:
+            out_labels = output_dir / f"{name}_labels.png"
+            labels = outputs["sem_seg"].argmax(dim=0).to("cpu").numpy().astype(np.uint8)
+            write_label_png(out_labels, labels)
+            label_maps.append(str(out_labels))
         if "instances" in outputs:
             for r in instances_to_coco_json(outputs["instances"].to("cpu"), image_id):
                 r["file_name"] = str(path)
@@ -142,4 +164,5 @@ def visualize_files(
     results_path = output_dir / "coco_results.json"
     write_json_atomic(results_path, results)
     logger.info("wrote %d overlays and %s", len(written), results_path)
-    return {"overlays": written, "results": str(results_path), "num_detections": len(results)}
+    return {"overlays": written, "results": str(results_path), "num_detections": len(results),
+            "label_maps": label_maps}

@@ -15,6 +15,7 @@ def tiny_training_opts(synth_root: Path, output_dir: Path, max_iter: int = 4) ->
     """Overrides that make the CPU demo config train in seconds on 128 px images."""
     return [
         "DATASETS.SYNTHETIC_ROOT", str(synth_root),
+        "DATASETS.SEMANTIC_CACHE_DIR", str(output_dir / "semantic_cache"),
         "OUTPUT_DIR", str(output_dir),
         "SOLVER.MAX_ITER", str(max_iter),
         "SOLVER.IMS_PER_BATCH", "2",

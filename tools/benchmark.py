@@ -46,7 +46,10 @@ def main(argv=None) -> None:
         report["models"].append(run_in_subprocess(spec))
     print(format_table(report["models"], MODEL_COLUMNS))
     if not args.skip_converters:
-        from grape_instances.data.convert_benchmark import CONVERTER_COLUMNS, run_converter_benchmark
+        from grape_instances.data.convert_benchmark import (
+            CONVERTER_COLUMNS,
+            run_converter_benchmark,
+        )
 
         report["converters"] = run_converter_benchmark()
         print()

@@ -4,6 +4,10 @@
     python tools/visualize.py --config-file configs/mask_rcnn_grapes_cpu_demo.yaml \
         --input datasets/grapes_synth/images/val --output output/vis \
         --opts MODEL.WEIGHTS output/demo/model_final.pth
+
+Instance models: one overlay PNG per input plus coco_results.json (the detections).
+Semantic models (configs/semantic/*): one overlay PNG and one <name>_labels.png (class index
+per pixel, 0 = background) per input; their coco_results.json is an empty list.
 """
 
 import argparse
@@ -41,8 +45,9 @@ def main(argv=None) -> None:
     )
     register_from_config(cfg)
     summary = visualize_files(cfg, expand_inputs(args.input), args.output)
-    print(f"{len(summary['overlays'])} overlays and {summary['results']} "
-          f"({summary['num_detections']} detections) written to {args.output}")
+    print(f"{len(summary['overlays'])} overlays, {len(summary['label_maps'])} label maps and "
+          f"{summary['results']} ({summary['num_detections']} detections) written to "
+          f"{args.output}")
 
 
 if __name__ == "__main__":

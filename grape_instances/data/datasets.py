@@ -26,16 +26,19 @@ def synthetic_dataset_name(split: str) -> str:
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
-    """Register one COCO instances JSON; re-registering the same name with the same files is a
-    no-op, with different files an error (Detectron2's catalogs are global)."""
+    """Register one COCO instances JSON under ``name``.
+
+    Detectron2's catalogs are process-global: the same files again are a no-op, other files
+    replace the earlier registration (the latest config wins).
+    """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         if getattr(meta, "json_file", None) == json_file and meta.image_root == image_root:
             return
-        raise GrapeInputError(
-            f"dataset {name!r} is already registered with {getattr(meta, 'json_file', '?')}"
-        )
+        logger.info("dataset %s now reads %s (was %s)", name, json_file, meta.get("json_file"))
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
     register_coco_instances(name, {"thing_classes": list(THING_CLASSES)}, json_file, image_root)
     MetadataCatalog.get(name).set(evaluator_type="coco")
 

@@ -1,0 +1,105 @@
+"""tools/compare.py: five models, same split and budget, three output files."""
+
+import csv
+import json
+
+import pytest
+
+from grape_instances.compare import aggregate, apply_budget, render_csv, render_markdown
+from grape_instances.engine import build_config
+from tests.helpers import assert_user_error, run_tool
+
+MODELS = {"Mask R-CNN", "SegNet", "PSPNet", "UNet", "FCN-8s"}
+TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
+        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+        "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+
+
+def test_budget_sets_iterations_and_scales_the_schedule():
+    cfg = build_config("configs/semantic/segnet_grapes_cpu_demo.yaml")  # 360 it, steps 250/320
+    cfg.defrost()
+    apply_budget(cfg, 720)  # batch 4 -> 180 iterations, half the schedule
+    assert cfg.SOLVER.MAX_ITER == 180
+    assert tuple(cfg.SOLVER.STEPS) == (125, 160)
+    assert cfg.SOLVER.WARMUP_ITERS == 25
+    apply_budget(cfg, 8)  # 2 iterations: steps at or past the end are dropped
+    assert cfg.SOLVER.MAX_ITER == 2 and tuple(cfg.SOLVER.STEPS) == (1,)
+
+
+def run_row(model, seed, miou, **extra):
+    row = {"model": model, "config": f"{model}.yaml", "seed": seed, "iterations": 10,
+           "images_per_batch": 4, "miou": miou, "dice_bunch": miou + 10, "segm_ap": None,
+           "count_mae": None, "params_m": 1.5, "train_s": 100.0 + seed, "s_per_iter": 1.0,
+           "infer_ms": 20.0}
+    row.update(extra)
+    return row
+
+
+def test_seeds_are_averaged_and_models_ranked_by_miou():
+    rows = aggregate([run_row("A", 0, 50.0), run_row("A", 1, 54.0),
+                      run_row("B", 0, 70.0, segm_ap=30.0, count_mae=0.5),
+                      run_row("B", 1, 60.0, segm_ap=34.0, count_mae=1.5)])
+    assert [r["model"] for r in rows] == ["B", "A"]
+    b, a = rows
+    assert (b["rank"], b["seeds"], b["miou"]) == (1, 2, 65.0)
+    assert b["miou_std"] == pytest.approx(7.0710678)  # sample std of 70, 60
+    assert a["segm_ap"] is None and b["segm_ap"] == 32.0 and b["count_mae"] == 1.0
+    context = {"title": "T", "devices": {"cpu"}, "train": "tr", "test": "te", "budget": "b",
+               "seeds": 2, "semantic_thresh": 0.5, "count_thresh": 0.5, "machine": "m",
+               "wall_s": 1.0}
+    md = render_markdown(rows, context)
+    assert "| 1 | B | 65.0 ± 7.1 | 75.0 ± 7.1 | 32.0 ± 2.8 | 1.00 ± 0.71 |" in md
+    assert "| 2 | A | 52.0 ± 2.8 | 62.0 ± 2.8 | - | - |" in md
+    assert "CPU smoke comparison" in md
+    parsed = list(csv.DictReader(render_csv(rows).splitlines()))
+    assert [r["model"] for r in parsed] == ["B", "A"] and parsed[1]["segm_ap"] == ""
+
+
+def run_compare(*args):
+    return run_tool("compare.py", *map(str, args), timeout=400, check=True)
+
+
+def test_compare_writes_three_files_with_five_rows(tiny_synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models; one thread suffers least from
+    # other processes on the 2 shared cores
+    out = tmp_path / "compare"
+    opts = ["DATASETS.SYNTHETIC_ROOT", tiny_synth,
+            "DATASETS.SEMANTIC_CACHE_DIR", tmp_path / "cache", *TINY]
+    proc = run_compare("--output-dir", out, "--images-seen", 4, *opts)
+    assert "CPU smoke comparison" in proc.stdout
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert {r["model"] for r in rows} == MODELS and len(rows) == 5
+    by_model = {r["model"]: r for r in rows}
+    for row in rows:
+        assert row["iterations"] == "2" and row["seeds"] == "1"  # 4 images / batch 2
+        for key in ("miou", "dice_bunch", "params_m", "train_s", "s_per_iter", "infer_ms"):
+            assert float(row[key]) >= 0, (row["model"], key)
+        assert 0 <= float(row["miou"]) <= 100
+    assert float(by_model["Mask R-CNN"]["count_mae"]) >= 0
+    assert by_model["Mask R-CNN"]["segm_ap"] != ""
+    assert all(by_model[m]["segm_ap"] == by_model[m]["count_mae"] == ""
+               for m in MODELS - {"Mask R-CNN"})
+    md = (out / "comparison.md").read_text()
+    assert md.startswith("# Grape model comparison: CPU smoke comparison")
+    assert sum(line.startswith("| ") and line[2].isdigit() for line in md.splitlines()) == 5
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for folder in ("mask_rcnn", "segnet", "pspnet", "unet", "fcn8s"):
+        run = out / folder / "seed0"
+        assert (run / "log.txt").stat().st_size > 0
+        assert (run / "model_final.pth").is_file()
+        assert json.loads((run / "run.json").read_text())["iterations"] == 2
+
+    # --eval-only scores the same checkpoints again: same metrics, training times kept.
+    run_compare("--output-dir", out, "--images-seen", 4, "--eval-only", *opts)
+    again = {r["model"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    for model in MODELS:
+        assert float(again[model]["miou"]) == pytest.approx(float(by_model[model]["miou"]))
+        assert again[model]["train_s"] == by_model[model]["train_s"]
+
+
+def test_compare_rejects_a_missing_checkpoint(tiny_synth, tmp_path):
+    proc = run_tool("compare.py", "--output-dir", str(tmp_path / "empty"), "--eval-only",
+                    "--configs", "configs/semantic/segnet_grapes_cpu_demo.yaml",
+                    "DATASETS.SYNTHETIC_ROOT", str(tiny_synth),
+                    "DATASETS.SEMANTIC_CACHE_DIR", str(tmp_path / "cache"))
+    assert_user_error(proc, "model_final.pth: checkpoint not found")
