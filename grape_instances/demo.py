@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -122,4 +121,3 @@ def print_summary(summary: dict) -> None:
               f"bunch-count MAE {count.get('MAE', float('nan')):.2f} per image")
     print(f"overlays: {os.path.dirname(summary['overlays'][0]) if summary['overlays'] else '-'}")
     print(f"checkpoint: {summary['checkpoint']}")
-    print(json.dumps({"segm_AP50": summary["results"].get("segm", {}).get("AP50")}))
