@@ -24,7 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from .config import add_grape_config
 from .data.datasets import check_datasets_exist, register_from_config
-from .data.mappers import build_instance_mapper
+from .data.mappers import build_grape_mapper
 from .data.semantic import semantic_view_for_config
 from .errors import GrapeInputError
 from .evaluation import CountEvaluator, MergedInstancesEvaluator, SemanticEvaluator
@@ -140,7 +140,7 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg: CfgNode):
         dicts = load_dataset_dicts(cfg.DATASETS.TRAIN, True, cfg)
         return build_detection_train_loader(
-            cfg, dataset=dicts, mapper=build_instance_mapper(cfg, is_train=True)
+            cfg, dataset=dicts, mapper=build_grape_mapper(cfg, is_train=True)
         )
 
     @classmethod
@@ -148,7 +148,7 @@ class Trainer(DefaultTrainer):
         dicts = load_dataset_dicts([dataset_name], False, cfg)
         return build_detection_test_loader(
             dataset=dicts,
-            mapper=build_instance_mapper(cfg, is_train=False),
+            mapper=build_grape_mapper(cfg, is_train=False),
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 

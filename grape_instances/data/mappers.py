@@ -28,6 +28,7 @@ def build_grape_augmentation(cfg, is_train: bool) -> list[T.Augmentation]:
     return augs
 
 
-def build_instance_mapper(cfg, is_train: bool) -> DatasetMapper:
-    """Detectron2's DatasetMapper with the project's augmentation list."""
+def build_grape_mapper(cfg, is_train: bool) -> DatasetMapper:
+    """Detectron2's DatasetMapper with the project's augmentations: it maps instance records
+    (masks) and semantic-view records (``sem_seg_file_name``) alike."""
     return DatasetMapper(cfg, is_train, augmentations=build_grape_augmentation(cfg, is_train))
