@@ -81,10 +81,6 @@ class FCN8s(SemanticBaseline):
     def from_config(cls, cfg):
         return {"backbone": build_backbone(cfg), **semantic_baseline_config(cfg)}
 
-    @property
-    def size_divisibility(self) -> int:
-        return self.backbone.size_divisibility
-
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(images)
         scores = self.upscore2(self.score_fr(features["fc7"]))  # stride 16

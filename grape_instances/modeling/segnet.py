@@ -62,10 +62,6 @@ class SegNet(SemanticBaseline):
             **semantic_baseline_config(cfg),
         }
 
-    @property
-    def size_divisibility(self) -> int:
-        return self.backbone.size_divisibility
-
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(images)
         x = features["pool5"]

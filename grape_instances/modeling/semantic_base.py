@@ -64,8 +64,9 @@ class SemanticBaseline(nn.Module):
 
     @property
     def size_divisibility(self) -> int:
-        """Inputs are padded to a multiple of this (the network's total stride)."""
-        raise NotImplementedError
+        """Inputs are padded to a multiple of this (the network's total stride): by default
+        the encoder's (a subclass without ``backbone`` overrides this)."""
+        return self.backbone.size_divisibility
 
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits for padded, normalised NCHW images: ``{"sem_seg": N x C x H x W, ...}``.

@@ -78,10 +78,6 @@ class UNet(SemanticBaseline):
             **semantic_baseline_config(cfg),
         }
 
-    @property
-    def size_divisibility(self) -> int:
-        return self.backbone.size_divisibility
-
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(images)
         x = self.centre(features["pool5"])
