@@ -10,14 +10,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-from detectron2.modeling import build_model
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
@@ -63,24 +60,17 @@ def load_image(path: Path, input_format: str = "BGR") -> np.ndarray:
         raise GrapeInputError(f"{path}: cannot read image ({type(e).__name__})") from None
 
 
-class Predictor:
-    """A model in eval mode with Detectron2's test-time resize; one BGR image in, outputs out.
-
-    Like ``DefaultPredictor`` but also reports semantic outputs and keeps the metadata
-    usable when the test dataset is not registered in this process.
+class Predictor(DefaultPredictor):
+    """Detectron2's DefaultPredictor (checkpoint, test-time resize, one BGR image in) with a
+    one-line error for a missing checkpoint and metadata that can draw our outputs even when
+    the test dataset is not registered in this process (stuff_classes for semantic models).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
-        self.cfg = cfg.clone()
-        self.model = build_model(self.cfg).eval()
         weights = cfg.MODEL.WEIGHTS
         if weights and "://" not in weights and not os.path.isfile(weights):
             raise GrapeInputError(f"{weights}: checkpoint (MODEL.WEIGHTS) not found")
-        if weights:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
+        super().__init__(cfg)
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
         self.metadata = MetadataCatalog.get(name)
         if not self.metadata.get("thing_classes"):
@@ -95,16 +85,6 @@ class Predictor:
             self.metadata = MetadataCatalog.get(f"__grapes_predict_semantic_{len(stuff)}").set(
                 stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff))
             )
-
-    @torch.no_grad()
-    def __call__(self, image_bgr: np.ndarray) -> dict:
-        height, width = image_bgr.shape[:2]
-        image = self.aug.get_transform(image_bgr).apply_image(image_bgr)
-        if self.cfg.INPUT.FORMAT == "RGB":
-            image = image[:, :, ::-1]
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return self.model([{"image": tensor.to(self.cfg.MODEL.DEVICE), "height": height,
-                            "width": width}])[0]
 
 
 def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarray:

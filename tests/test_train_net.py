@@ -34,7 +34,7 @@ def test_training_ends_with_coco_evaluation(trained):
     out, proc = trained
     results = json.loads((out / "inference" / "coco_instances_results.json").read_text())
     assert isinstance(results, list)
-    assert "Evaluation results for segm" in proc.stderr + proc.stdout or results == []
+    assert "Start inference on 4 batches" in proc.stderr + proc.stdout
 
 
 def test_eval_only_on_checkpoint(trained, tiny_synth, tmp_path):
@@ -82,7 +82,7 @@ def test_two_processes_through_launch(tiny_synth, tmp_path):
                     *tiny_training_opts(tiny_synth, out, max_iter=2), timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
-    assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
+    assert "Rank of current process: 0. World size: 2" in log
     assert (out / "model_final.pth").is_file()
 
 

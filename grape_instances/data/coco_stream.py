@@ -82,6 +82,15 @@ class StreamingCocoBuilder(CocoBuilder):
         self._annotation_spill.append(ann)
         return ann["id"]
 
+    def summary(self, warnings) -> dict:
+        """What a converter returns: counts, category names and its warning counts."""
+        return {
+            "images": self.num_images,
+            "annotations": self.num_annotations,
+            "categories": [c["name"] for c in self.categories],
+            "warnings": warnings.as_dict(),
+        }
+
     def to_dict(self) -> dict:
         raise TypeError("StreamingCocoBuilder keeps its records on disk; use write()")
 

@@ -291,12 +291,7 @@ def convert_labelme(
                 with atomic_open(target, "wb", overwrite=True) as f:
                     f.write(raw)
         builder.write(out_path, overwrite=overwrite)
-        summary = {
-            "images": builder.num_images,
-            "annotations": builder.num_annotations,
-            "categories": [c["name"] for c in builder.categories],
-            "warnings": warnings.as_dict(),
-        }
+        summary = builder.summary(warnings)
     warnings.log(logger, prefix="labelme: ")
     logger.info("labelme: %d files, %d instances -> %s (image root %s)", summary["images"],
                 summary["annotations"], out_path, root_path)

@@ -403,12 +403,7 @@ def convert_via(
             warnings.add(NO_IMAGES, str(via_path))
         builder.info["image_root"] = str(images_dir)
         builder.write(out_path, overwrite=overwrite)
-        summary = {
-            "images": builder.num_images,
-            "annotations": builder.num_annotations,
-            "categories": [c["name"] for c in builder.categories],
-            "warnings": warnings.as_dict(),
-        }
+        summary = builder.summary(warnings)
     warnings.log(logger, prefix=f"{via_path}: ")
     logger.info("%s: %d images, %d instances -> %s", via_path, summary["images"],
                 summary["annotations"], out_path)
