@@ -83,7 +83,7 @@ auto-annotate: $(if $(IMAGES),$(STAMP),$(EDGES_SAMPLE)/.complete)
 	$(PY) tools/convert.py validate --json "$(OUT)" --images "$(IMAGES)"
 
 $(EDGES_SAMPLE)/.complete: | $(STAMP)
-	$(PY) -c "from grape_instances.data.edges import write_sample_images as w; \
+	$(PY) -c "from grape_instances.convert.edges import write_sample_images as w; \
 	    w('$(EDGES_SAMPLE)/images', n=8, background='black', overwrite=True)"
 	touch $@
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from grape_instances.compare import aggregate, apply_budget, render_csv, render_markdown
 from grape_instances.engine import build_config
+from grape_instances.experiments.compare import aggregate, apply_budget, render_csv, render_markdown
 from tests.helpers import assert_user_error, run_tool
 
 MODELS = {"Mask R-CNN", "SegNet", "PSPNet", "UNet", "FCN-8s"}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from grape_instances.data.coco import rle_to_mask, segmentation_to_mask
-from grape_instances.data.edges import (
+from grape_instances.convert.coco import rle_to_mask, segmentation_to_mask
+from grape_instances.convert.edges import (
     auto_annotate,
     convert_edges,
     detect_background,
@@ -18,9 +18,9 @@ from grape_instances.data.edges import (
     mask_iou,
     write_sample_images,
 )
-from grape_instances.data.synthetic import SynthConfig, image_rng, render_scene
-from grape_instances.data.via import convert_via
+from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
+from grape_instances.synthetic.render import SynthConfig, image_rng, render_scene
 
 from .helpers import assert_user_error, run_tool
 

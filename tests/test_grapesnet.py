@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from grape_instances.data.coco import rle_to_mask
-from grape_instances.data.edges import mask_iou
-from grape_instances.data.grapesnet import (
+from grape_instances.convert.coco import rle_to_mask
+from grape_instances.convert.edges import mask_iou
+from grape_instances.convert.grapesnet import (
     NO_DEPTH,
     UNPAIRED_DEPTH,
     GrapesNetLayout,
@@ -22,8 +22,8 @@ from grape_instances.data.grapesnet import (
     pairing_key,
     read_weights,
 )
-from grape_instances.data.synthetic import SynthConfig, image_rng, mask_polygons, render_scene
 from grape_instances.errors import GrapeInputError
+from grape_instances.synthetic.render import SynthConfig, image_rng, mask_polygons, render_scene
 
 from .helpers import assert_user_error, run_tool
 
@@ -306,7 +306,7 @@ def test_cli_grapesnet_with_layout_flags_and_one_line_errors(tree, tmp_path):
 def test_corrected_via_project_wins_over_the_edge_mask(tmp_path):
     """The correction loop: edges --via-out, a person edits the polygon in VIA, the project
     goes into --annotations, and the importer takes the corrected mask."""
-    from grape_instances.data.edges import convert_edges
+    from grape_instances.convert.edges import convert_edges
 
     root = tmp_path / "gn"
     folder = root / "Dataset-1" / "black"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grape_instances.data.images import (
+from grape_instances.convert.images import (
     decode_image,
     list_image_files,
     read_image_size,

@@ -11,11 +11,11 @@ import pytest
 from labelme.utils import shape_to_mask
 from PIL import Image
 
-from grape_instances.data import labelme as L
-from grape_instances.data import polygons as P
-from grape_instances.data.coco import segmentation_to_mask
-from grape_instances.data.labelme import convert_labelme
-from grape_instances.data.validate import validate_coco_file
+from grape_instances.convert import labelme as L
+from grape_instances.convert import polygons as P
+from grape_instances.convert.coco import segmentation_to_mask
+from grape_instances.convert.labelme import convert_labelme
+from grape_instances.convert.validate import validate_coco_file
 from grape_instances.errors import GrapeInputError
 
 # ../shared/peer-data next to the repository (read-only: tests never write there)

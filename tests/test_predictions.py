@@ -7,15 +7,15 @@ import pytest
 from labelme.utils import shape_to_mask
 from PIL import Image
 
-from grape_instances.data.coco import (
+from grape_instances.convert.coco import (
     mask_to_rle,
     polygons_to_rle,
     rle_to_mask,
     segmentation_to_mask,
 )
-from grape_instances.data.labelme import convert_labelme
-from grape_instances.data.predictions import convert_predictions, mask_to_polygons
-from grape_instances.data.via import convert_via
+from grape_instances.convert.labelme import convert_labelme
+from grape_instances.convert.predictions import convert_predictions, mask_to_polygons
+from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
 
 

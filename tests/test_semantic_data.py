@@ -10,7 +10,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
-from grape_instances.data.coco import CocoBuilder
+from grape_instances.convert.coco import CocoBuilder
 from grape_instances.data.datasets import register_coco_dataset
 from grape_instances.data.semantic import semantic_view
 from grape_instances.engine import Trainer, build_config, is_semantic_model

@@ -19,13 +19,10 @@ from torch.nn import functional as F
 from grape_instances.config import add_grape_config
 from grape_instances.errors import GrapeInputError
 from grape_instances.modeling import FCN8s, PSPNet, SegNet, UNet
-from grape_instances.modeling.backbones import (
-    VGG16Encoder,
-    load_torchvision_vgg16,
-    make_dilated_resnet,
-    resolve_norm,
-)
 from grape_instances.modeling.fcn import bilinear_upsampler
+from grape_instances.modeling.layers import resolve_norm
+from grape_instances.modeling.resnet import make_dilated_resnet
+from grape_instances.modeling.vgg import VGG16Encoder, load_torchvision_vgg16
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "semantic"
 MODEL_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("Base-"))

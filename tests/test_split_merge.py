@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from grape_instances.data.split import (
+from grape_instances.convert.split import (
     assign_splits,
     merge_coco_files,
     read_label_map,

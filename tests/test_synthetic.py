@@ -15,7 +15,8 @@ from labelme.utils import shape_to_mask
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from grape_instances.data.synthetic import (
+from grape_instances.errors import GrapeInputError
+from grape_instances.synthetic.render import (
     DEBUG_BUNCH_G,
     DEBUG_BUNCH_R,
     DEBUG_LEAF,
@@ -28,7 +29,6 @@ from grape_instances.data.synthetic import (
     render_scene,
     split_statistics,
 )
-from grape_instances.errors import GrapeInputError
 
 SMALL = config_from_size(96)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grape_instances.data.coco import CocoBuilder
-from grape_instances.data.labelme import convert_labelme
-from grape_instances.data.validate import validate_coco, validate_coco_file
-from grape_instances.data.via import convert_via
+from grape_instances.convert.coco import CocoBuilder
+from grape_instances.convert.labelme import convert_labelme
+from grape_instances.convert.validate import validate_coco, validate_coco_file
+from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data"

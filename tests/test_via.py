@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from grape_instances.data import polygons as P
-from grape_instances.data import via as V
-from grape_instances.data.coco import segmentation_to_mask
-from grape_instances.data.validate import validate_coco_file
-from grape_instances.data.via import convert_via
+from grape_instances.convert import polygons as P
+from grape_instances.convert import via as V
+from grape_instances.convert.coco import segmentation_to_mask
+from grape_instances.convert.validate import validate_coco_file
+from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
 
 # ../shared/peer-data next to the repository (read-only: tests never write there)
@@ -399,7 +399,10 @@ def test_input_file_is_never_modified(tmp_path, images):
 
 
 def test_converter_benchmark_rows():
-    from grape_instances.data.convert_benchmark import CONVERTER_COLUMNS, run_converter_benchmark
+    from grape_instances.experiments.convert_benchmark import (
+        CONVERTER_COLUMNS,
+        run_converter_benchmark,
+    )
 
     (row,) = run_converter_benchmark(counts=(30,))
     assert {k for k, _, _ in CONVERTER_COLUMNS} <= row.keys()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from grape_instances.data.coco import rle_to_mask
-from grape_instances.data.wgisd import convert_wgisd, read_yolo_boxes
+from grape_instances.convert.coco import rle_to_mask
+from grape_instances.convert.wgisd import convert_wgisd, read_yolo_boxes
 from grape_instances.errors import GrapeInputError
 
 from .helpers import assert_user_error, run_tool

@@ -9,13 +9,13 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.benchmark import (
+from grape_instances.errors import exit_on_user_error
+from grape_instances.experiments.benchmark import (
     MODEL_COLUMNS,
     BenchSpec,
     format_table,
     run_in_subprocess,
 )
-from grape_instances.errors import exit_on_user_error
 from grape_instances.fileio import write_json_atomic
 
 # torchvision's maskrcnn_resnet50_fpn without weights trains every layer with BatchNorm;
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
         report["models"].append(run_in_subprocess(spec))
     print(format_table(report["models"], MODEL_COLUMNS))
     if not args.skip_converters:
-        from grape_instances.data.convert_benchmark import (
+        from grape_instances.experiments.convert_benchmark import (
             CONVERTER_COLUMNS,
             run_converter_benchmark,
         )

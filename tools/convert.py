@@ -23,7 +23,7 @@ import argparse
 import logging
 import sys
 
-from grape_instances.data.images import DEFAULT_MAX_PIXELS
+from grape_instances.convert.images import DEFAULT_MAX_PIXELS
 from grape_instances.errors import exit_on_user_error
 
 logger = logging.getLogger("grape_instances.convert")
@@ -62,7 +62,7 @@ def add_via_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.via import convert_via
+        from grape_instances.convert.via import convert_via
 
         convert_via(
             args.via,
@@ -96,7 +96,7 @@ def add_labelme_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.labelme import convert_labelme
+        from grape_instances.convert.labelme import convert_labelme
 
         convert_labelme(
             args.input,
@@ -125,7 +125,7 @@ def add_split_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.split import split_coco_file
+        from grape_instances.convert.split import split_coco_file
 
         split_coco_file(
             args.json,
@@ -157,7 +157,7 @@ def add_merge_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.split import merge_coco_files
+        from grape_instances.convert.split import merge_coco_files
 
         merge_coco_files(
             args.inputs,
@@ -179,7 +179,7 @@ def add_validate_parser(subparsers) -> None:
     add_image_limit_arg(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.validate import validate_coco_file
+        from grape_instances.convert.validate import validate_coco_file
 
         report = validate_coco_file(
             args.json, args.images, deep=args.deep, max_pixels=args.max_pixels
@@ -216,7 +216,7 @@ def add_from_predictions_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.predictions import convert_predictions
+        from grape_instances.convert.predictions import convert_predictions
 
         convert_predictions(
             args.results,
@@ -251,7 +251,7 @@ def add_edges_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.edges import convert_edges
+        from grape_instances.convert.edges import convert_edges
 
         convert_edges(
             args.images,
@@ -295,7 +295,7 @@ def add_grapesnet_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.grapesnet import GrapesNetLayout, convert_grapesnet
+        from grape_instances.convert.grapesnet import GrapesNetLayout, convert_grapesnet
 
         layout = GrapesNetLayout.from_json(args.layout) if args.layout else GrapesNetLayout()
         convert_grapesnet(
@@ -327,7 +327,7 @@ def add_wgisd_parser(subparsers) -> None:
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
-        from grape_instances.data.wgisd import convert_wgisd
+        from grape_instances.convert.wgisd import convert_wgisd
 
         convert_wgisd(
             args.root,

@@ -3,8 +3,8 @@
 
 import argparse
 
-from grape_instances.demo import DEMO_CONFIG, print_summary, run_demo
 from grape_instances.errors import exit_on_user_error
+from grape_instances.experiments.demo import DEMO_CONFIG, print_summary, run_demo
 
 
 @exit_on_user_error

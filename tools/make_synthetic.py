@@ -12,8 +12,8 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.data.synthetic import config_from_size, generate_dataset, split_statistics
 from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.synthetic.render import config_from_size, generate_dataset, split_statistics
 
 
 def parse_args(argv=None) -> argparse.Namespace:

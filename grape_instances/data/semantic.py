@@ -25,9 +25,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
 from tqdm import tqdm
 
+from ..convert.coco import segmentation_to_mask
 from ..errors import GrapeInputError
 from ..fileio import atomic_open
-from .coco import segmentation_to_mask
 from .datasets import THING_CLASSES
 
 logger = logging.getLogger(__name__)

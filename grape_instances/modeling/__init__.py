@@ -4,7 +4,7 @@
 build_vgg16_backbone, build_dilated_resnet_backbone.
 """
 
-from . import backbones, fcn, pspnet, segnet, unet  # noqa: F401  (registration)
+from . import fcn, pspnet, resnet, segnet, unet, vgg  # noqa: F401  (registration)
 from .fcn import FCN8s
 from .pspnet import PSPNet
 from .segnet import SegNet

@@ -17,8 +17,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
-from .backbones import VGG16Encoder
 from .semantic_base import SemanticBaseline, semantic_baseline_config
+from .vgg import VGG16Encoder
 
 
 def bilinear_upsampling_weight(channels: int, factor: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 from torch.nn import functional as F
 
-from .backbones import NormSpec, conv_norm_relu, init_classifier
+from .layers import NormSpec, conv_norm_relu, init_classifier
 from .semantic_base import SemanticBaseline, semantic_baseline_config
 
 

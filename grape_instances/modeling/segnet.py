@@ -15,8 +15,9 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
-from .backbones import NormSpec, VGG16Encoder, conv_norm_relu, init_classifier
+from .layers import NormSpec, conv_norm_relu, init_classifier
 from .semantic_base import SemanticBaseline, semantic_baseline_config
+from .vgg import VGG16Encoder
 
 
 @META_ARCH_REGISTRY.register()

@@ -1,36 +1,25 @@
-"""Encoders shared by the semantic baselines, registered in Detectron2's BACKBONE_REGISTRY.
+"""VGG16 encoder of SegNet, UNet and FCN-8s, registered as ``build_vgg16_backbone``.
 
-* ``VGG16Encoder`` (SegNet, UNet, FCN-8s): the conv1_1..conv5_3 layout of VGG16 with a
-  norm after every conv (BN as in torchvision's ``vgg16_bn``, GroupNorm for small CPU
-  batches, or none for the plain VGG16), a width multiplier for narrow CPU variants, the
-  max-pooling indices SegNet's decoder needs and, optionally, fc6 / fc7 as convolutions
-  (FCN's "convolutionalised" classifier).
-* ``make_dilated_resnet`` (PSPNet): Detectron2's own ``ResNet`` / ``BottleneckBlock`` with
-  res4 / res5 turned from strided into dilated stages, for output stride 8, 16 or 32
-  (Detectron2's ``build_resnet_backbone`` only dilates res5).
+The conv1_1..conv5_3 layout of VGG16 with a norm after every conv (BN as in torchvision's
+``vgg16_bn``, GroupNorm for small CPU batches, or none for the plain VGG16), a width
+multiplier for narrow CPU variants, the max-pooling indices SegNet's decoder needs and,
+optionally, fc6 / fc7 as convolutions (FCN's "convolutionalised" classifier).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import fvcore.nn.weight_init as weight_init
 import torch
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
-from detectron2.utils.file_io import PathManager
 from torch import nn
-from torch.nn import functional as F
 
-from grape_instances.errors import GrapeInputError
+from ..errors import GrapeInputError
+from .layers import NormSpec, conv_norm_relu, read_state_dict, scale_channels
 
 logger = logging.getLogger(__name__)
-
-NormSpec = str | Callable[[int], nn.Module] | None
 
 # Output channels of every conv of VGG16 (configuration "D"), one tuple per stage.
 VGG16_LAYOUT: tuple[tuple[int, ...], ...] = (
@@ -40,59 +29,6 @@ VGG16_LAYOUT: tuple[tuple[int, ...], ...] = (
     (512, 512, 512),
     (512, 512, 512),
 )
-
-
-def resolve_norm(norm: NormSpec) -> NormSpec:
-    """Detectron2's norm names, except that "GN" also works for narrow layers.
-
-    Detectron2's "GN" is ``GroupNorm(32, C)``, which fails for C not divisible by 32 (the
-    narrow CPU variants). Here "GN" keeps 32 groups wherever C allows it (every layer of the
-    full models) and otherwise uses the largest group count that divides C with at least two
-    channels per group.
-    """
-    if norm == "GN":
-        return lambda channels: nn.GroupNorm(math.gcd(32, max(channels // 2, 1)), channels)
-    return norm
-
-
-def scale_channels(channels: int, width_mult: float) -> int:
-    """Channels of a layer in a narrowed network: a multiple of 8, at least 8."""
-    if width_mult == 1.0:
-        return channels
-    return max(8, int(round(channels * width_mult / 8.0)) * 8)
-
-
-def conv_norm_relu(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int = 3,
-    *,
-    norm: NormSpec = "BN",
-    dilation: int = 1,
-    bias: bool | None = None,
-) -> Conv2d:
-    """A same-padding conv followed by a norm (if any) and ReLU, MSRA-initialised."""
-    norm_layer = get_norm(resolve_norm(norm), out_channels)
-    conv = Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        padding=dilation * (kernel_size - 1) // 2,
-        dilation=dilation,
-        bias=norm_layer is None if bias is None else bias,
-        norm=norm_layer,
-        activation=F.relu,
-    )
-    weight_init.c2_msra_fill(conv)
-    return conv
-
-
-def init_classifier(conv: nn.Conv2d) -> None:
-    """Small random weights for a final per-pixel classifier, so training starts near
-    uniform class probabilities (loss ~ ln C) instead of at large random logits."""
-    nn.init.normal_(conv.weight, std=0.01)
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
 
 
 class VGG16Encoder(Backbone):
@@ -284,19 +220,6 @@ def load_torchvision_vgg16(
     logger.info("%s: loaded %d encoder tensors", source, len(loaded))
 
 
-def read_state_dict(path_or_url: str) -> dict[str, torch.Tensor]:
-    """A state dict from a local path or URL (downloaded once into Detectron2's cache)."""
-    try:
-        local = PathManager.get_local_path(path_or_url)
-        state = torch.load(local, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise GrapeInputError(f"{path_or_url}: cannot read encoder weights ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise GrapeInputError(f"{path_or_url}: encoder weights are not a state dict")
-    return state
-
 
 @BACKBONE_REGISTRY.register()
 def build_vgg16_backbone(cfg, input_shape: ShapeSpec) -> VGG16Encoder:
@@ -314,90 +237,3 @@ def build_vgg16_backbone(cfg, input_shape: ShapeSpec) -> VGG16Encoder:
             encoder, read_state_dict(weights), input_format=cfg.INPUT.FORMAT, source=weights
         )
     return encoder
-
-
-# Dilation of res4 / res5 for each output stride; strided stages become dilated ones.
-_RES45_DILATION = {8: (2, 4), 16: (1, 2), 32: (1, 1)}
-
-
-def make_dilated_resnet(
-    *,
-    depth: int = 50,
-    output_stride: int = 8,
-    norm: NormSpec = "BN",
-    in_channels: int = 3,
-    stem_channels: int = 64,
-    res2_channels: int = 256,
-    bottleneck_channels: int = 64,
-    num_groups: int = 1,
-    stride_in_1x1: bool = True,
-    out_features: Sequence[str] = ("res4", "res5"),
-    freeze_at: int = 0,
-) -> ResNet:
-    """Detectron2's bottleneck ResNet with res4 / res5 dilated instead of strided.
-
-    Output stride 8 dilates res4 by 2 and res5 by 4 (PSPNet, DeepLab), 16 dilates res5 by 2,
-    32 is the plain ResNet. Layer names match Detectron2's, so ImageNet weights such as
-    ``detectron2://ImageNetPretrained/MSRA/R-50.pkl`` load through ``MODEL.WEIGHTS``. Narrow
-    variants shrink ``stem_channels`` / ``res2_channels`` / ``bottleneck_channels``.
-    """
-    if output_stride not in _RES45_DILATION:
-        raise ValueError(
-            f"output_stride must be one of {sorted(_RES45_DILATION)}, got {output_stride}"
-        )
-    blocks_per_stage = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}.get(depth)
-    if blocks_per_stage is None:
-        raise ValueError(
-            f"a dilated ResNet needs bottleneck blocks (depth 50/101/152), got {depth}"
-        )
-    norm = resolve_norm(norm)
-    res4_dilation, res5_dilation = _RES45_DILATION[output_stride]
-    dilations = (1, 1, res4_dilation, res5_dilation)
-    last_stage = max({"res2": 0, "res3": 1, "res4": 2, "res5": 3}[f] for f in out_features)
-    stem = BasicStem(in_channels=in_channels, out_channels=stem_channels, norm=norm)
-    stages = []
-    channels_in, channels_out = stem_channels, res2_channels
-    for index in range(last_stage + 1):
-        dilation = dilations[index]
-        first_stride = 1 if index == 0 or dilation > 1 else 2
-        stages.append(
-            ResNet.make_stage(
-                BottleneckBlock,
-                blocks_per_stage[index],
-                in_channels=channels_in,
-                out_channels=channels_out,
-                bottleneck_channels=bottleneck_channels,
-                num_groups=num_groups,
-                stride_per_block=[first_stride] + [1] * (blocks_per_stage[index] - 1),
-                stride_in_1x1=stride_in_1x1,
-                dilation=dilation,
-                norm=norm,
-            )
-        )
-        channels_in, channels_out = channels_out, channels_out * 2
-        bottleneck_channels *= 2
-    return ResNet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)
-
-
-@BACKBONE_REGISTRY.register()
-def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
-    """Dilated ResNet from ``cfg.MODEL.RESNETS`` (``OUTPUT_STRIDE`` picks the dilations)."""
-    if cfg.MODEL.ENCODER_WEIGHTS:
-        raise GrapeInputError(
-            f"{cfg.MODEL.ENCODER_WEIGHTS}: MODEL.ENCODER_WEIGHTS is for VGG encoders; give ResNet "
-            "ImageNet weights through MODEL.WEIGHTS (detectron2://ImageNetPretrained/MSRA/R-50.pkl)"
-        )
-    resnets = cfg.MODEL.RESNETS
-    return make_dilated_resnet(
-        depth=resnets.DEPTH,
-        output_stride=resnets.OUTPUT_STRIDE,
-        norm=resnets.NORM,
-        in_channels=input_shape.channels,
-        stem_channels=resnets.STEM_OUT_CHANNELS,
-        res2_channels=resnets.RES2_OUT_CHANNELS,
-        bottleneck_channels=resnets.NUM_GROUPS * resnets.WIDTH_PER_GROUP,
-        num_groups=resnets.NUM_GROUPS,
-        stride_in_1x1=resnets.STRIDE_IN_1X1,
-        out_features=resnets.OUT_FEATURES,
-        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
-    )

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, check_output_path, read_json
+from ..synthetic.render import mask_polygons
 from .coco import rle_to_mask
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -41,7 +42,6 @@ from .images import (
     resolve_image_path,
 )
 from .polygons import pixel_centre_outlines
-from .synthetic import mask_polygons
 from .via import via2_settings
 
 logger = logging.getLogger(__name__)

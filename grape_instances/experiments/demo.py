@@ -9,11 +9,11 @@ from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
-from .data.datasets import register_from_config
-from .data.synthetic import SynthConfig, generate_dataset
-from .engine import Trainer, build_config
-from .fileio import write_json_atomic
-from .predict import visualize_files
+from ..data.datasets import register_from_config
+from ..engine import Trainer, build_config
+from ..fileio import write_json_atomic
+from ..predict import visualize_files
+from ..synthetic.render import SynthConfig, generate_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from detectron2.config import CfgNode
 from detectron2.engine import hooks
 from detectron2.utils.env import seed_all_rng
 
-from .data.datasets import register_from_config, synthetic_dataset_name
+from ..data.datasets import register_from_config, synthetic_dataset_name
+from ..engine import Trainer, build_config, check_meta_architecture
+from ..errors import GrapeInputError
+from ..fileio import atomic_open, read_json, write_json_atomic
 from .demo import ensure_synthetic
-from .engine import Trainer, build_config, check_meta_architecture
-from .errors import GrapeInputError
-from .fileio import atomic_open, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -426,7 +426,7 @@ def convert_edges(
 
 
 def _one_bunch_config(size: int, background: str):
-    from .synthetic import SynthConfig
+    from ..synthetic.render import SynthConfig
 
     return SynthConfig(height=size, width=size, min_bunches=1, max_bunches=1,
                        p_natural=1.0 if background == "natural" else 0.0,
@@ -440,7 +440,7 @@ def edge_iou_benchmark(n: int, background: str, seed: int = 0, size: int = 384,
 
     The pipeline is told nothing about the generator; ``auto`` detection is scored too.
     """
-    from .synthetic import image_rng, render_scene
+    from ..synthetic.render import image_rng, render_scene
 
     if background not in ("black", "natural"):
         raise ValueError(f"background must be black or natural, got {background!r}")
@@ -465,7 +465,7 @@ def write_sample_images(out_dir: str | os.PathLike, n: int = 8, background: str 
                         size: int = 384, seed: int = 0, overwrite: bool = False) -> list[Path]:
     """Write ``n`` synthetic one-bunch JPEGs (what ``make auto-annotate`` runs on when no
     images are given), so the edge route works on a fresh checkout."""
-    from .synthetic import image_rng, render_scene
+    from ..synthetic.render import image_rng, render_scene
 
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not overwrite:

@@ -47,7 +47,7 @@ def _detectron2_runner(spec: BenchSpec, data):
     from detectron2.modeling import build_model
     from detectron2.structures import BitMasks, Instances
 
-    from .engine import build_config
+    from ..engine import build_config
 
     config_file = spec.model.split(":", 1)[1]
     cfg = build_config(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *spec.opts])

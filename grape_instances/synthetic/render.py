@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..convert.coco import CocoBuilder
+from ..convert.polygons import pixel_centre_outlines
+from ..convert.via import via2_settings
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
-from .coco import CocoBuilder
-from .polygons import pixel_centre_outlines
-from .via import via2_settings
 
 logger = logging.getLogger(__name__)
 

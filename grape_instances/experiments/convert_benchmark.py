@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..convert.via import convert_via
 from ..fileio import read_json
-from .via import convert_via
 
 IMAGE_SIZE = 1024
 BUNCHES_PER_IMAGE = 4

@@ -1,0 +1,1 @@
+"""Drivers that use everything else: the CPU demo, the model comparison, benchmarks."""

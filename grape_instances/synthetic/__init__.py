@@ -1,0 +1,1 @@
+"""The procedural grape-bunch renderer (exact masks) and its exports."""
