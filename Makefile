@@ -11,7 +11,7 @@ THREADS ?= 2
 DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
-.PHONY: install test demo bench compare lint clean synth clean-synth convert-via convert-labelme \
+.PHONY: install test demo real bench compare lint clean synth clean-synth convert-via convert-labelme \
         auto-annotate convert-grapesnet convert-wgisd
 
 install: $(STAMP)
@@ -53,21 +53,25 @@ clean-synth:
 # Converters. With no variables they convert the synthetic dataset's own VIA / labelme
 # files; point VIA= IMAGES= OUT= (or INPUT= ROOT= OUT=) at your data. The Makefile
 # replaces its outputs (--overwrite); the tool alone refuses to.
+# What the user passed (command line or environment), before the targets' defaults apply:
+# user data needs neither the synthetic dataset nor its --group-attr.
+USER_VIA := $(VIA)
+USER_INPUT := $(INPUT)
 convert-via: VIA ?= $(SYNTH_DIR)/via/via_project_train.json
 convert-via: IMAGES ?= $(SYNTH_DIR)/images/train
 convert-via: OUT ?= $(SYNTH_DIR)/converted/via_train.json
-convert-via: VIA_ARGS ?= --group-attr instance
-convert-via: $(SYNTH_STAMP)
-	$(PY) tools/convert.py via --via $(VIA) --images $(IMAGES) --out $(OUT) --overwrite $(VIA_ARGS)
-	$(PY) tools/convert.py validate --json $(OUT) --images $(IMAGES)
+convert-via: VIA_ARGS ?= $(if $(USER_VIA),,--group-attr instance)
+convert-via: $(if $(USER_VIA),$(STAMP),$(SYNTH_STAMP))
+	$(PY) tools/convert.py via --via "$(VIA)" --images "$(IMAGES)" --out "$(OUT)" --overwrite $(VIA_ARGS)
+	$(PY) tools/convert.py validate --json "$(OUT)" --images "$(IMAGES)"
 
 convert-labelme: INPUT ?= $(SYNTH_DIR)/labelme/train
-convert-labelme: ROOT ?= $(SYNTH_DIR)
-convert-labelme: OUT ?= $(SYNTH_DIR)/converted/labelme_train.json
-convert-labelme: $(SYNTH_STAMP)
-	$(PY) tools/convert.py labelme --input $(INPUT) --root $(ROOT) --out $(OUT) --overwrite \
+convert-labelme: ROOT ?= $(if $(USER_INPUT),$(INPUT),$(SYNTH_DIR))
+convert-labelme: OUT ?= $(if $(USER_INPUT),datasets/converted,$(SYNTH_DIR)/converted)/labelme_train.json
+convert-labelme: $(if $(USER_INPUT),$(STAMP),$(SYNTH_STAMP))
+	$(PY) tools/convert.py labelme --input "$(INPUT)" --root "$(ROOT)" --out "$(OUT)" --overwrite \
 	    $(LABELME_ARGS)
-	$(PY) tools/convert.py validate --json $(OUT) --images $(ROOT)
+	$(PY) tools/convert.py validate --json "$(OUT)" --images "$(ROOT)"
 
 # Edge-detection auto-annotation of one-bunch images (GrapesNet Dataset-1 style). Without
 # IMAGES= it first renders 8 synthetic one-bunch black-background images, so it runs on a
@@ -110,6 +114,14 @@ demo: install
 
 bench: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py --threads $(THREADS) --out bench/benchmark.json
+
+# The CPU recipe on real vineyard photos (WGISD, read in place): convert, split with every
+# variety in both parts, train configs/mask_rcnn_grapes_cpu_real.yaml (~45 min on 2 cores; a
+# finished run in REAL_OUT is reused), score whole photos and tiles, draw overlays.
+REAL_ROOT ?= ../shared/real-data/wgisd-train
+REAL_OUT ?= output/real
+real: install
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/real.py --root "$(REAL_ROOT)" --output-dir "$(REAL_OUT)" $(REAL_ARGS)
 
 # Mask R-CNN + the four semantic baselines, same split and budget (a CPU smoke comparison).
 compare: install

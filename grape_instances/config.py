@@ -31,6 +31,18 @@ def _add_augmentation_config(cfg: CN) -> None:
     cfg.INPUT.SATURATION = (1.0, 1.0)
     # Vertical flips on top of INPUT.RANDOM_FLIP (bunches hang down, so off by default).
     cfg.INPUT.VERTICAL_FLIP = False
+    # Training on fixed-size crops at (near) native scale instead of shrinking whole photos,
+    # as Detectron2's large-scale-jitter recipe does (ResizeScale + FixedSizeCrop). When on,
+    # it replaces MIN/MAX_SIZE_TRAIN; test-time resizing still uses MIN/MAX_SIZE_TEST.
+    cfg.INPUT.SCALE_CROP = CN()
+    cfg.INPUT.SCALE_CROP.ENABLED = False
+    # The photo is first scaled to fit (height, width), as MIN/MAX_SIZE_TEST scale it at test time,
+    cfg.INPUT.SCALE_CROP.TARGET_SIZE = (1024, 1024)
+    # then by a random factor drawn from [min, max] (bunches at other distances),
+    cfg.INPUT.SCALE_CROP.SCALE_RANGE = (0.75, 1.25)
+    # and a random (height, width) window of it is the network input (no padding: the model
+    # pads a batch to SIZE_DIVISIBILITY, so masks stay exact).
+    cfg.INPUT.SCALE_CROP.CROP_SIZE = (384, 384)
 
 
 def _add_semantic_config(cfg: CN) -> None:
@@ -75,6 +87,8 @@ def _add_semantic_view_config(cfg: CN) -> None:
     # Where the semantic view of a COCO instance dataset caches its derived label PNGs, one
     # folder per hash of the JSON (grape_instances.data.semantic); relative to the working dir.
     cfg.DATASETS.SEMANTIC_CACHE_DIR = "datasets/.semantic_cache"
+    # Semantic view of K categories: True = background + one merged foreground, False = K + 1.
+    cfg.DATASETS.SEMANTIC_MERGE_CLASSES = False
 
 
 def _add_evaluation_config(cfg: CN) -> None:
@@ -83,3 +97,14 @@ def _add_evaluation_config(cfg: CN) -> None:
     cfg.TEST.SEMANTIC_SCORE_THRESH = 0.5
     # Bunch-count error of instance models: predictions scoring at least this are counted.
     cfg.TEST.COUNT_SCORE_THRESH = 0.5
+    # Tiled inference of instance models (grape_instances.tiling): window size in pixels of the
+    # test-resized image; 0 = the whole image at once.
+    cfg.TEST.TILE_SIZE = 0
+    # Overlap of neighbouring windows, as a fraction of TEST.TILE_SIZE.
+    cfg.TEST.TILE_OVERLAP = 0.25
+    # Parts of two windows are one bunch when they overlap (or touch) at least this much.
+    cfg.TEST.TILE_MERGE_THRESH = 0.5
+    # Instance P / R / F1 (Santos et al. 2020): only predictions scoring at least this count.
+    cfg.TEST.F1_SCORE_THRESH = 0.5
+    # Mask IoU thresholds of the one-to-one matching behind P / R / F1 (WGISD paper Table 3).
+    cfg.TEST.F1_IOU_THRESHOLDS = (0.3, 0.5, 0.8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
@@ -11,6 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import (
     DatasetCatalog,
+    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -22,13 +24,26 @@ from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from .checkpoint import ensure_weights_available
 from .config import add_grape_config
-from .data.datasets import check_datasets_exist, register_from_config
+from .convert.images import UndecodableImageError, read_image_size
+from .data.datasets import (
+    check_datasets_exist,
+    check_same_categories,
+    dataset_thing_classes,
+    register_from_config,
+)
 from .data.mappers import build_grape_mapper
-from .data.semantic import semantic_view_for_config
+from .data.semantic import semantic_view_for_config, stuff_classes_for
 from .errors import GrapeInputError
-from .evaluation import CountEvaluator, MergedInstancesEvaluator, SemanticEvaluator
+from .evaluation import (
+    CountEvaluator,
+    InstanceF1Evaluator,
+    MergedInstancesEvaluator,
+    SemanticEvaluator,
+)
 from .modeling import SemanticBaseline
+from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +55,38 @@ def compiled_ops_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+#: (path, size, mtime) of images found undecodable, so that periodic evaluation warns once.
+_UNDECODABLE_SEEN: set[tuple[str, int, int]] = set()
+
+
+def drop_undecodable_images(dataset_dicts: list[dict], dataset_names) -> list[dict]:
+    """The records whose image decodes (cheap check); each other one is left out with one
+    warning naming it (once per file per process, not per evaluation).
+
+    For evaluation lists: Detectron2's MapDataset would silently score another image in the
+    place of one the mapper cannot read, and a worker would die on it without the mapper.
+    """
+    kept = []
+    for record in dataset_dicts:
+        path = record["file_name"]
+        try:
+            read_image_size(path, max_pixels=None, decode=True)
+        except UndecodableImageError as e:
+            stat = os.stat(path)
+            key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            if key not in _UNDECODABLE_SEEN:
+                _UNDECODABLE_SEEN.add(key)
+                logger.warning("%s; left out of the evaluation of %s", e, list(dataset_names))
+            continue
+        kept.append(record)
+    if dataset_dicts and not kept:
+        raise GrapeInputError(
+            f"datasets {list(dataset_names)}: none of their {len(dataset_dicts)} images "
+            "can be decoded"
+        )
+    return kept
 
 
 def check_image_files(dataset_dicts: list[dict], dataset_names) -> None:
@@ -68,6 +115,61 @@ def check_meta_architecture(cfg: CfgNode) -> None:
         )
 
 
+def model_class_count(cfg: CfgNode, thing_classes) -> tuple[str, int]:
+    """The config key of the model's class count and the value ``thing_classes`` need:
+    K boxes/masks classes, or background + K (or + 1 merged foreground) semantic classes."""
+    if is_semantic_model(cfg):
+        stuff = stuff_classes_for(thing_classes, cfg.DATASETS.SEMANTIC_MERGE_CLASSES)
+        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", len(stuff)
+    return "MODEL.ROI_HEADS.NUM_CLASSES", len(thing_classes)
+
+
+def _config_value(cfg: CfgNode, key: str):
+    return functools.reduce(getattr, key.split("."), cfg)
+
+
+def follow_training_categories(cfg: CfgNode) -> str | None:
+    """Set the model's class count (unfrozen ``cfg``) from the categories of its training
+    datasets, so own data with any categories trains without editing the YAML.
+
+    Returns the line to log when the config said otherwise. Training sets with different
+    category lists are refused; unknown names and missing files are left to check_config.
+    """
+    if cfg.MODEL.META_ARCHITECTURE not in META_ARCH_REGISTRY:
+        return None
+    names = list(cfg.DATASETS.TRAIN)
+    classes = check_same_categories(names, lambda name: dataset_thing_classes(cfg, name))
+    if classes is None:
+        return None
+    key, wanted = model_class_count(cfg, classes)
+    configured = _config_value(cfg, key)
+    if configured == wanted:
+        return None
+    cfg.merge_from_list([key, str(wanted)])
+    return (f"{key} set to {wanted} (config said {configured}) from the {len(classes)} "
+            f"categories {classes} of the training data {names}")
+
+
+def check_categories(cfg: CfgNode, names) -> None:
+    """Refuse, in one line, datasets of different categories used together, or categories
+    the model's class count does not fit (evaluating without the training data at hand)."""
+    registered = set(DatasetCatalog.list())
+
+    def classes_of(name: str):
+        return MetadataCatalog.get(name).get("thing_classes") if name in registered else None
+
+    known = [name for name in names if classes_of(name) is not None]
+    classes = check_same_categories(known, classes_of)
+    if classes is None:
+        return
+    key, wanted = model_class_count(cfg, classes)
+    if _config_value(cfg, key) != wanted:
+        raise GrapeInputError(
+            f"{key} is {_config_value(cfg, key)} but datasets {known} have "
+            f"{len(classes)} categories {classes}, which need {wanted}"
+        )
+
+
 def model_dataset_names(cfg: CfgNode, names) -> list[str]:
     """The datasets a model reads: the instance datasets, or their semantic views."""
     check_datasets_exist(names)
@@ -87,6 +189,9 @@ def semantic_view_sources(cfg: CfgNode, names) -> list[str]:
 def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
     """Load (and, for training, filter) dataset records, checking that every image exists.
 
+    Evaluation lists also leave out images that do not decode (drop_undecodable_images);
+    training skips those in its mapper instead, as it meets them (SkipUndecodableMapper).
+
     Semantic models get the semantic view's records (``sem_seg_file_name``, no instances),
     which are never filtered: an image without bunches is all background, still a lesson.
     """
@@ -99,7 +204,19 @@ def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
         proposal_files=None,
     )
     check_image_files(dicts, names)
+    if not is_train:
+        dicts = drop_undecodable_images(dicts, names)
     return dicts
+
+
+class LoadedImagesCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator scoring only the images that were predicted, like the other evaluators:
+    an undecodable image left out of the evaluation must not count its bunches as misses."""
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        if img_ids is None:  # Detectron2's default, the whole JSON
+            img_ids = sorted({p["image_id"] for p in predictions})
+        super()._eval_predictions(predictions, img_ids=img_ids)
 
 
 class Trainer(DefaultTrainer):
@@ -153,17 +270,26 @@ class Trainer(DefaultTrainer):
         )
 
     @classmethod
+    def test(cls, cfg: CfgNode, model, evaluators=None):
+        """DefaultTrainer.test, on tiles for instance models when ``TEST.TILE_SIZE`` > 0, so
+        that the scores measure what tiled prediction delivers."""
+        if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
+            model = TiledModel.from_config(cfg, model)
+        return super().test(cfg, model, evaluators)
+
+    @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
         """Semantic models: mIoU / Dice. Instance models: COCO AP, the same semantic metrics on
-        their merged masks (``TEST.SEMANTIC_SCORE_THRESH``) and the bunch-count error
-        (``TEST.COUNT_SCORE_THRESH``), so that every model gets comparable numbers."""
+        their merged masks (``TEST.SEMANTIC_SCORE_THRESH``), the bunch-count error
+        (``TEST.COUNT_SCORE_THRESH``) and, with masks, the instance P / R / F1 of Santos et al.
+        2020 (``TEST.F1_*``), so that every model gets comparable numbers."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         if is_semantic_model(cfg):
             return SemanticEvaluator(
                 semantic_view_for_config(cfg, dataset_name), output_dir=output_folder
             )
         evaluators = [
-            COCOEvaluator(
+            LoadedImagesCOCOEvaluator(
                 dataset_name,
                 output_dir=output_folder,
                 use_fast_impl=compiled_ops_available(),
@@ -175,11 +301,21 @@ class Trainer(DefaultTrainer):
                 semantic_view_for_config(cfg, dataset_name), cfg.TEST.SEMANTIC_SCORE_THRESH,
                 output_dir=output_folder,
             ))
+            evaluators.append(InstanceF1Evaluator(
+                dataset_name, cfg.TEST.F1_SCORE_THRESH, tuple(cfg.TEST.F1_IOU_THRESHOLDS)
+            ))
         return DatasetEvaluators(evaluators)
 
 
-def build_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
-    """get_cfg() + project keys + YAML + command-line overrides, frozen."""
+def build_config(
+    config_file: str, opts: list[str] | None = None, notes: list[str] | None = None
+) -> CfgNode:
+    """get_cfg() + project keys + YAML + command-line overrides, the class count following
+    the training data (see follow_training_categories), frozen.
+
+    What was derived from the data is logged, or appended to ``notes`` for a caller that
+    sets up its logger only once it has the config.
+    """
     if not os.path.isfile(config_file):
         raise GrapeInputError(f"{config_file}: config file not found")
     cfg = get_cfg()
@@ -190,13 +326,22 @@ def build_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
     except (KeyError, ValueError, AssertionError) as e:
         raise GrapeInputError(f"{config_file}: bad config ({e})") from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise GrapeInputError("MODEL.DEVICE is cuda but no CUDA device is available here")
+        raise GrapeInputError(
+            "MODEL.DEVICE is cuda but no CUDA device is available here; to run on the CPU, "
+            "add MODEL.DEVICE cpu to the command (after --opts for visualize.py)"
+        )
+    note = follow_training_categories(cfg)
+    if note and notes is not None:
+        notes.append(note)
+    elif note:
+        logger.info(note)
     cfg.freeze()
     return cfg
 
 
-def check_config(cfg: CfgNode, eval_only: bool) -> None:
-    """Register datasets and fail early (in the launching process) on names or files missing.
+def check_config(cfg: CfgNode, eval_only: bool, resume: bool = False) -> None:
+    """Register datasets and fail early (in the launching process) on names or files missing,
+    and on weights that cannot be had (downloaded here, once, into Detectron2's cache).
 
     Also derives the semantic label maps here, once, before worker processes start.
     """
@@ -205,18 +350,22 @@ def check_config(cfg: CfgNode, eval_only: bool) -> None:
     names = list(cfg.DATASETS.TEST) if eval_only else list(cfg.DATASETS.TRAIN)
     names += [] if eval_only else list(cfg.DATASETS.TEST)
     check_datasets_exist(names)
+    check_categories(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     for name in semantic_view_sources(cfg, names):
         DatasetCatalog.get(semantic_view_for_config(cfg, name))
-    if eval_only and cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS:
-        if not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise GrapeInputError(f"{cfg.MODEL.WEIGHTS}: checkpoint (MODEL.WEIGHTS) not found")
+    resuming = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if not resuming:
+        ensure_weights_available(cfg.MODEL.WEIGHTS)
 
 
 def setup(args) -> CfgNode:
     """Build the config and do Detectron2's default setup (logging, seeds, config dump)."""
-    cfg = build_config(args.config_file, args.opts)
+    notes: list[str] = []
+    cfg = build_config(args.config_file, args.opts, notes)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="grape_instances")
+    for note in notes:
+        logger.info(note)
     register_from_config(cfg)
     return cfg
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +30,41 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", overwrite: bool = True
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide outputs from others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def replacing_folder(output_dir: str | os.PathLike):
+    """A fresh temporary folder beside ``output_dir`` that replaces it whole on success: a
+    rerun leaves nothing stale from the last run, and a crash leaves the old folder as it was."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
+        old = None
+        if output_dir.exists():
+            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+            os.replace(output_dir, old)
+        os.replace(tmp, output_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, overwrite: bool = True, indent=None):

@@ -18,11 +18,13 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
+from .checkpoint import ensure_weights_available
 from .data.datasets import THING_CLASSES
 from .data.semantic import BACKGROUND, stuff_classes_for, stuff_colors_for, write_label_png
 from .engine import is_semantic_model
 from .errors import GrapeInputError
-from .fileio import atomic_open, write_json_atomic
+from .fileio import atomic_open, replacing_folder, write_json_atomic
+from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +64,44 @@ def load_image(path: Path, input_format: str = "BGR") -> np.ndarray:
 
 class Predictor(DefaultPredictor):
     """Detectron2's DefaultPredictor (checkpoint, test-time resize, one BGR image in) with a
-    one-line error for a missing checkpoint and metadata that can draw our outputs even when
+    one-line error for a missing checkpoint, tiled inference of instance models when
+    ``TEST.TILE_SIZE`` > 0, and metadata that can draw our outputs even when
     the test dataset is not registered in this process (stuff_classes for semantic models).
     """
 
-    def __init__(self, cfg: CfgNode) -> None:
+    def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
         weights = cfg.MODEL.WEIGHTS
-        if weights and "://" not in weights and not os.path.isfile(weights):
-            raise GrapeInputError(f"{weights}: checkpoint (MODEL.WEIGHTS) not found")
+        if not weights and not allow_random_weights:
+            raise GrapeInputError(
+                "MODEL.WEIGHTS is empty: the model would predict with random weights; pass a "
+                "trained checkpoint, e.g. --opts MODEL.WEIGHTS output/real/model_final.pth"
+            )
+        ensure_weights_available(weights)
         super().__init__(cfg)
+        if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
+            self.model = TiledModel.from_config(cfg, self.model)
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
         self.metadata = MetadataCatalog.get(name)
-        if not self.metadata.get("thing_classes"):
-            self.metadata = MetadataCatalog.get("__grapes_predict").set(
-                thing_classes=list(THING_CLASSES)
-            )
-        if is_semantic_model(cfg):
+        semantic = is_semantic_model(cfg)
+        classes = self.metadata.get("thing_classes")
+        if not semantic and classes and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            classes = None  # another dataset's names would mislabel (or overrun) the classes
+        if not classes:
+            n = len(THING_CLASSES) if semantic else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+            names = list(THING_CLASSES) if n == len(THING_CLASSES) else [
+                f"class {i}" for i in range(n)
+            ]
+            self.metadata = MetadataCatalog.get(f"__grapes_predict_{n}").set(thing_classes=names)
+        if semantic:
             # Semantic outputs are drawn by class name: stuff_classes as in the semantic view.
-            stuff = stuff_classes_for(self.metadata.thing_classes)
+            stuff = stuff_classes_for(
+                self.metadata.thing_classes, cfg.DATASETS.SEMANTIC_MERGE_CLASSES
+            )
             if len(stuff) != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
                 stuff = [f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
-            self.metadata = MetadataCatalog.get(f"__grapes_predict_semantic_{len(stuff)}").set(
-                stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff))
-            )
+            self.metadata = MetadataCatalog.get(
+                "__grapes_predict_semantic_" + "|".join(stuff)
+            ).set(stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff)))
 
 
 def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarray:
@@ -103,46 +120,174 @@ def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarr
     return drawn.get_image()[:, :, ::-1]
 
 
+# What visualize writes into its folder: anything else there is the user's, not ours.
+OUTPUT_SUFFIXES = {".png", ".json", ".csv"}
+
+
+def check_output_folder(output_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse a folder visualize must not replace: a file, the inputs' own folder (overlays
+    would mix with, or overwrite, the photos), or one holding files it did not write."""
+    if output_dir.is_file() or (output_dir.exists() and not output_dir.is_dir()):
+        raise GrapeInputError(f"{output_dir}: --output exists and is not a folder")
+    if not output_dir.is_dir():
+        return
+    here = output_dir.resolve()
+    for path in inputs:
+        if path.resolve().parent == here:
+            raise GrapeInputError(f"{output_dir}: --output is the folder of the input "
+                                  f"{path.name}; choose another folder")
+    for entry in output_dir.iterdir():
+        if entry.is_dir() or entry.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise GrapeInputError(f"{output_dir}: holds {entry.name}, which visualize did not "
+                                  "write; choose a new or empty --output folder")
+
+
 def visualize_files(
-    cfg: CfgNode, inputs: Iterable[Path], output_dir: str | os.PathLike
+    cfg: CfgNode,
+    inputs: Iterable[Path],
+    output: str | os.PathLike,
+    allow_random_weights: bool = False,
 ) -> dict[str, object]:
     """Predict on each input, write ``<stem>.png`` overlays and ``coco_results.json``.
 
     The results JSON is a COCO results list (``image_id`` = position in the input list,
-    plus ``file_name``) so it can be scored or turned back into annotations. Semantic
-    models have no instances: their list stays empty and each image gets
-    ``<stem>_labels.png`` instead, the predicted class index per pixel (0 = background).
+    plus ``file_name``) so it can be scored or turned back into annotations
+    (``convert.py from-predictions``). Semantic models have no instances: their list stays
+    empty and each image gets ``<stem>_labels.png`` instead, the predicted class index per
+    pixel (0 = background).
+
+    ``output`` is a folder, replaced whole at the end; or, for one input, an image file name
+    (as in Detectron2's demo), with ``<stem>_results.json`` beside it. An image that cannot
+    be read is skipped with a warning; only when none can be drawn is it an error.
     """
     inputs = list(inputs)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(cfg)
+    output = Path(output)
+    single_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
+    if single_file and len(inputs) != 1:
+        raise GrapeInputError(f"{output}: --output names one image file but {len(inputs)} "
+                              "images were given; give a folder")
+    if not single_file:
+        check_output_folder(output, inputs)
+    predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
+    if single_file:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return _draw_all(predictor, inputs, output.parent, output.parent,
+                         overlay_name=output.name, results_name=f"{output.stem}_results.json")
+    with replacing_folder(output) as tmp:
+        summary = _draw_all(predictor, inputs, tmp, output)
+    return summary
+
+
+def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_dir: Path,
+              overlay_name: str | None = None, results_name: str = "coco_results.json") -> dict:
+    """Draw every readable input into ``write_dir``; paths returned are under ``final_dir``."""
     results: list[dict] = []
     written: list[str] = []
     label_maps: list[str] = []
+    skipped: list[str] = []
     used_names: set[str] = set()
     for image_id, path in enumerate(tqdm(inputs, desc="visualize", unit="img"), start=1):
-        image = load_image(path)
+        try:
+            image = load_image(path)
+        except GrapeInputError as e:
+            logger.warning("skipped: %s", e)
+            skipped.append(str(e))
+            continue
         outputs = predictor(image)
         name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
         used_names.add(name)
-        out_png = output_dir / f"{name}.png"
-        with atomic_open(out_png, "wb") as f:
-            ok, buf = cv2.imencode(".png", draw_predictions(image, outputs, predictor.metadata))
-            f.write(buf.tobytes())
-        written.append(str(out_png))
+        png_name = overlay_name or f"{name}.png"
+        write_image_atomic(write_dir / png_name,
+                           draw_predictions(image, outputs, predictor.metadata))
+        written.append(str(final_dir / png_name))
         if "sem_seg" in outputs:
-            out_labels = output_dir / f"{name}_labels.png"
             labels = outputs["sem_seg"].argmax(dim=0).to("cpu").numpy().astype(np.uint8)
-            write_label_png(out_labels, labels)
-            label_maps.append(str(out_labels))
+            write_label_png(write_dir / f"{Path(png_name).stem}_labels.png", labels)
+            label_maps.append(str(final_dir / f"{Path(png_name).stem}_labels.png"))
         if "instances" in outputs:
             for r in instances_to_coco_json(outputs["instances"].to("cpu"), image_id):
                 r["file_name"] = str(path)
                 r["category_id"] += 1  # COCO category ids start at 1, like our converters
                 results.append(r)
-    results_path = output_dir / "coco_results.json"
-    write_json_atomic(results_path, results)
-    logger.info("wrote %d overlays and %s", len(written), results_path)
-    return {"overlays": written, "results": str(results_path), "num_detections": len(results),
-            "label_maps": label_maps}
+    if not written:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise GrapeInputError(f"no image could be drawn: {skipped[0]}{more}")
+    write_json_atomic(write_dir / results_name, results)
+    logger.info("wrote %d overlays and %s; skipped %d unreadable image(s)", len(written),
+                final_dir / results_name, len(skipped))
+    return {"overlays": written, "results": str(final_dir / results_name),
+            "num_detections": len(results), "label_maps": label_maps, "skipped": skipped}
+
+
+def write_image_atomic(path: Path, image_bgr: np.ndarray) -> None:
+    """Encode by the file's suffix (PNG, JPEG, ...) and write through a rename."""
+    ok, buf = cv2.imencode(path.suffix.lower() or ".png", image_bgr)
+    if not ok:
+        raise GrapeInputError(f"{path}: OpenCV cannot write this image format")
+    with atomic_open(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+def visualize_video(
+    cfg: CfgNode, video: str | os.PathLike, output: str | os.PathLike,
+    allow_random_weights: bool = False,
+) -> dict[str, object]:
+    """Draw predictions on every frame of ``video`` (as Detectron2's ``demo.py --video-input``)
+    into an annotated video, plus ``<stem>_counts.csv``: the bunches per frame (instances
+    scoring at least ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``).
+
+    ``output`` is a video file (.mp4, .avi, .mkv) or a folder for ``<video stem>.mp4``; both
+    files are written under temporary names and renamed when the whole video is done.
+    """
+    video, output = Path(video), Path(output)
+    if not video.is_file():
+        raise GrapeInputError(f"{video}: no such video file")
+    if output.suffix.lower() not in VIDEO_CODECS:
+        if output.exists() and not output.is_dir():
+            raise GrapeInputError(f"{output}: --output must be a folder or a .mp4/.avi/.mkv file")
+        output = output / f"{video.stem}.mp4"
+    if output.resolve() == video.resolve():
+        raise GrapeInputError(f"{output}: --output would overwrite the input video")
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise GrapeInputError(f"{video}: OpenCV cannot open this video")
+    predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    counts_path = output.with_name(f"{output.stem}_counts.csv")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_video = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    writer = None
+    rows = ["frame,time_s,bunches"]
+    try:
+        with tqdm(total=total, desc="video", unit="frame") as bar:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                outputs = predictor(frame)
+                drawn = draw_predictions(frame, outputs, predictor.metadata)
+                if writer is None:
+                    fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[output.suffix.lower()])
+                    writer = cv2.VideoWriter(str(tmp_video), fourcc, fps,
+                                             (drawn.shape[1], drawn.shape[0]))
+                    if not writer.isOpened():
+                        raise GrapeInputError(f"{output}: OpenCV cannot write this video format")
+                writer.write(drawn)
+                bunches = len(outputs["instances"]) if "instances" in outputs else 0
+                rows.append(f"{len(rows) - 1},{(len(rows) - 1) / fps:.3f},{bunches}")
+                bar.update()
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise GrapeInputError(f"{video}: no frame could be read")
+    with atomic_open(counts_path, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    os.replace(tmp_video, output)
+    logger.info("wrote %s (%d frames) and %s", output, len(rows) - 1, counts_path)
+    return {"video": str(output), "counts": str(counts_path), "frames": len(rows) - 1}

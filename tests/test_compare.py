@@ -26,30 +26,32 @@ def test_budget_sets_iterations_and_scales_the_schedule():
     assert cfg.SOLVER.MAX_ITER == 2 and tuple(cfg.SOLVER.STEPS) == (1,)
 
 
-def run_row(model, seed, miou, **extra):
+def run_row(model, seed, iou, **extra):
     row = {"model": model, "config": f"{model}.yaml", "seed": seed, "iterations": 10,
-           "images_per_batch": 4, "miou": miou, "dice_bunch": miou + 10, "segm_ap": None,
+           "images_per_batch": 4, "iou_bunch": iou, "dice_bunch": iou + 10, "miou": 90.0,
+           "segm_ap": None,
            "count_mae": None, "params_m": 1.5, "train_s": 100.0 + seed, "s_per_iter": 1.0,
            "infer_ms": 20.0}
     row.update(extra)
     return row
 
 
-def test_seeds_are_averaged_and_models_ranked_by_miou():
-    rows = aggregate([run_row("A", 0, 50.0), run_row("A", 1, 54.0),
+def test_seeds_are_averaged_and_models_ranked_by_bunch_iou():
+    # A has the higher mIoU (the background dominates it) but the lower bunch IoU.
+    rows = aggregate([run_row("A", 0, 50.0, miou=95.0), run_row("A", 1, 54.0, miou=95.0),
                       run_row("B", 0, 70.0, segm_ap=30.0, count_mae=0.5),
                       run_row("B", 1, 60.0, segm_ap=34.0, count_mae=1.5)])
     assert [r["model"] for r in rows] == ["B", "A"]
     b, a = rows
-    assert (b["rank"], b["seeds"], b["miou"]) == (1, 2, 65.0)
-    assert b["miou_std"] == pytest.approx(7.0710678)  # sample std of 70, 60
+    assert (b["rank"], b["seeds"], b["iou_bunch"]) == (1, 2, 65.0)
+    assert b["iou_bunch_std"] == pytest.approx(7.0710678)  # sample std of 70, 60
     assert a["segm_ap"] is None and b["segm_ap"] == 32.0 and b["count_mae"] == 1.0
     context = {"title": "T", "devices": {"cpu"}, "train": "tr", "test": "te", "budget": "b",
                "seeds": 2, "semantic_thresh": 0.5, "count_thresh": 0.5, "machine": "m",
                "wall_s": 1.0}
     md = render_markdown(rows, context)
-    assert "| 1 | B | 65.0 ± 7.1 | 75.0 ± 7.1 | 32.0 ± 2.8 | 1.00 ± 0.71 |" in md
-    assert "| 2 | A | 52.0 ± 2.8 | 62.0 ± 2.8 | - | - |" in md
+    assert "| 1 | B | 65.0 ± 7.1 | 75.0 ± 7.1 | 90.0 ± 0.0 | 32.0 ± 2.8 | 1.00 ± 0.71 |" in md
+    assert "| 2 | A | 52.0 ± 2.8 | 62.0 ± 2.8 | 95.0 ± 0.0 | - | - |" in md
     assert "CPU smoke comparison" in md
     parsed = list(csv.DictReader(render_csv(rows).splitlines()))
     assert [r["model"] for r in parsed] == ["B", "A"] and parsed[1]["segm_ap"] == ""
@@ -72,7 +74,8 @@ def test_compare_writes_three_files_with_five_rows(tiny_synth, tmp_path, monkeyp
     by_model = {r["model"]: r for r in rows}
     for row in rows:
         assert row["iterations"] == "2" and row["seeds"] == "1"  # 4 images / batch 2
-        for key in ("miou", "dice_bunch", "params_m", "train_s", "s_per_iter", "infer_ms"):
+        for key in ("iou_bunch", "miou", "dice_bunch", "params_m", "train_s", "s_per_iter",
+                    "infer_ms"):
             assert float(row[key]) >= 0, (row["model"], key)
         assert 0 <= float(row["miou"]) <= 100
     assert float(by_model["Mask R-CNN"]["count_mae"]) >= 0

@@ -90,10 +90,12 @@ def build_cases(ws: Path) -> dict:
         {"b.jpg1": {"filename": "b.jpg", "size": 1, "regions": [SQUARE]}})}, via,
          expect=r"b\.jpg: image not found \(referenced by .*p\.json\)")
     case("zero_byte_image", {"images/z.jpg": b"", "p.json": json.dumps(
-        {"z.jpg0": {"filename": "z.jpg", "size": 0, "regions": [SQUARE]}})}, via,
+        {"z.jpg0": {"filename": "z.jpg", "size": 0, "regions": [SQUARE]}})},
+         via + ["--strict-images"],
          expect=r"z\.jpg: image file is empty \(0 bytes\)")
     case("unreadable_image", {"images/t.jpg": "text", "p.json": json.dumps(
-        {"t.jpg4": {"filename": "t.jpg", "size": 4, "regions": [SQUARE]}})}, via,
+        {"t.jpg4": {"filename": "t.jpg", "size": 4, "regions": [SQUARE]}})},
+         via + ["--strict-images"],
          expect=r"t\.jpg: not a readable image")
     case("duplicate_file_names", {"p.json": json.dumps({
         "k1": {"filename": "a.jpg", "size": 1, "regions": [SQUARE]},

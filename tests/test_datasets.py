@@ -58,7 +58,48 @@ def test_augmentations_follow_the_config():
     train = build_grape_augmentation(cfg, is_train=True)
     kinds = [type(a) for a in train]
     assert T.ResizeShortestEdge in kinds
-    assert {T.RandomBrightness, T.RandomContrast, T.RandomSaturation} <= set(kinds)
+    assert {T.RandomBrightness, T.RandomContrast} <= set(kinds)
+    assert sum(isinstance(a, T.RandomSaturation) for a in train) == 1
     assert sum(isinstance(a, T.RandomFlip) for a in train) == 2
     test = build_grape_augmentation(cfg, is_train=False)
     assert [type(a) for a in test] == [T.ResizeShortestEdge]
+
+
+def test_scale_crop_trains_on_fixed_size_windows_of_the_test_scale():
+    """The real-photo recipe: ResizeScale + FixedSizeCrop (no padding) replace the
+    shortest-edge resize in training; test time keeps the shortest-edge resize."""
+    import detectron2.data.transforms as T
+    import numpy as np
+
+    from grape_instances.data.mappers import build_grape_augmentation
+
+    cfg = build_config("configs/mask_rcnn_grapes_cpu_real.yaml", [])
+    train = build_grape_augmentation(cfg, is_train=True)
+    kinds = [type(a) for a in train]
+    assert kinds[:2] == [T.ResizeScale, T.FixedSizeCrop] and T.ResizeShortestEdge not in kinds
+    photo = np.zeros((1365, 2048, 3), np.uint8)
+    for _ in range(5):
+        aug_input = T.AugInput(photo.copy())
+        T.AugmentationList(train[:2])(aug_input)
+        assert aug_input.image.shape[:2] == tuple(cfg.INPUT.SCALE_CROP.CROP_SIZE)
+    test = build_grape_augmentation(cfg, is_train=False)
+    assert [type(a) for a in test] == [T.ResizeShortestEdge]
+    resized = test[0].get_transform(photo).apply_image(photo)
+    assert resized.shape[:2] == (683, 1024)
+
+
+def test_saturation_jitter_takes_grey_from_bgr_channels():
+    """Pure blue in BGR has luma 0.114 * 255 = 29; RGB weights would give 0.299 * 255 = 76."""
+    import detectron2.data.transforms as T
+    import numpy as np
+
+    from grape_instances.data.mappers import build_grape_augmentation
+
+    cfg = build_config(DEMO_CONFIG, ["INPUT.SATURATION", "(0.0, 0.0)", "INPUT.FORMAT", "BGR"])
+    saturation = [a for a in build_grape_augmentation(cfg, True)
+                  if isinstance(a, T.RandomSaturation)]
+    assert len(saturation) == 1
+    blue = np.zeros((4, 4, 3), np.float32)
+    blue[..., 0] = 255.0
+    grey = saturation[0].get_transform(blue).apply_image(blue.copy())
+    assert np.allclose(grey, 0.114 * 255, atol=0.5)

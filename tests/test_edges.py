@@ -106,7 +106,7 @@ def test_bad_images_and_existing_outputs_are_refused_without_output(tmp_path):
     (images / "zero.jpg").write_bytes(b"")
     out, via = tmp_path / "out.json", tmp_path / "via.json"
     with pytest.raises(GrapeInputError, match=r"zero\.jpg: image file is empty"):
-        convert_edges(images, out, via_out=via)
+        convert_edges(images, out, via_out=via, strict_images=True)
     assert not out.exists() and not via.exists()
     (images / "zero.jpg").unlink()
     via.write_text("{}")
@@ -134,6 +134,6 @@ def test_cli_edges_writes_coco_and_via_and_refuses_bad_input(tmp_path):
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out2, via2 = tmp_path / "out2.json", tmp_path / "via2.json"
     proc = run_tool("convert.py", "edges", "--images", str(images), "--out", str(out2),
-                    "--via-out", str(via2))
+                    "--via-out", str(via2), "--strict-images")
     assert_user_error(proc, "broken.jpg")
     assert not out2.exists() and not via2.exists()

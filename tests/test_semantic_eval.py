@@ -178,6 +178,31 @@ def test_count_mae_by_hand():
     assert res["mean_predicted"] == pytest.approx(5 / 3)
 
 
+def test_count_ignores_predictions_inside_crowd_regions():
+    """A crowd region is left out of the true count, so a detection inside it must be left
+    out of the predicted count too (else the error is biased upward)."""
+    from pycocotools import mask as mask_utils
+
+    name = f"crowd_count_{os.getpid()}_{next(_names)}"
+    crowd = np.zeros((4, 8), np.uint8)
+    crowd[:, :4] = 1  # left half: a crowd of bunches
+    crowd_rle = mask_utils.encode(np.asfortranarray(crowd))
+    crowd_rle["counts"] = crowd_rle["counts"].decode()
+    records = [{"file_name": "a.jpg", "height": 4, "width": 8, "annotations": [
+        {"iscrowd": 1, "segmentation": crowd_rle}, {"iscrowd": 0}]}]
+    DatasetCatalog.register(name, lambda: records)
+    evaluator = CountEvaluator(name, score_threshold=0.5, distributed=False)
+    evaluator.reset()
+    inside, outside = np.zeros((4, 8), bool), np.zeros((4, 8), bool)
+    inside[1:3, 1:3] = True  # wholly in the crowd
+    outside[1:3, 5:7] = True  # the one annotated bunch
+    instances = make_instances([inside, outside], [0.9, 0.9], [0, 0])
+    evaluator.process([{"file_name": "a.jpg"}], [{"instances": instances}])
+    res = evaluator.evaluate()["count"]
+    assert res["mean_predicted"] == pytest.approx(1.0)
+    assert res["MAE"] == pytest.approx(0.0)
+
+
 def test_draw_leaves_background_undrawn():
     from grape_instances.predict import draw_predictions
 

@@ -391,3 +391,18 @@ def test_configs_build_their_registered_model(config):
         assert model.size_divisibility == 8 and hasattr(model, "aux_head")
     elif cfg.MODEL.META_ARCHITECTURE == "FCN8s":
         assert model.backbone.fc6.weight.shape == (4096, 512, 7, 7)
+
+
+def test_pspnet_with_batch_norm_trains_on_one_image_per_process():
+    """`--num-gpus N` with N images gives each process one image: the 1x1 pyramid bin then
+    holds one value per channel, on which BatchNorm raises "Expected more than 1 value"."""
+    resnet = make_dilated_resnet(
+        output_stride=8, norm="BN", stem_channels=16, res2_channels=32, bottleneck_channels=8
+    )
+    model = PSPNet(backbone=resnet, norm="BN", num_classes=2, **NORMALISATION)
+    model.train()
+    losses = model([random_input((64, 64), seed=0)])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert isinstance(model.ppm.reductions[0].norm, torch.nn.GroupNorm)
+    assert isinstance(model.ppm.reductions[-1].norm, torch.nn.BatchNorm2d)

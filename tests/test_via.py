@@ -339,7 +339,8 @@ def test_empty_unreadable_and_huge_images_are_errors(tmp_path, images):
     (images / "text.jpg").write_text("hello")
     for name, message in (("empty.jpg", "0 bytes"), ("text.jpg", "not a readable image")):
         with pytest.raises(GrapeInputError, match=message):
-            convert(tmp_path, via2(images, {name: [polygon(*SQUARE)]}), images)
+            convert(tmp_path, via2(images, {name: [polygon(*SQUARE)]}), images,
+                    strict_images=True)
     with pytest.raises(GrapeInputError, match="above the limit of 1000"):
         convert(tmp_path, via2(images, {"a.jpg": [polygon(*SQUARE)]}), images, max_pixels=1000)
 

@@ -52,3 +52,84 @@ def test_visualize_bad_inputs_are_one_line_errors(trained_model, tmp_path):
                     "--output", str(tmp_path / "o"), "--opts", "MODEL.WEIGHTS",
                     str(tmp_path / "nope.pth"))
     assert_user_error(proc, "nope.pth", "not found")
+
+
+def _vis(trained_model, *args: str, weights: bool = True):
+    opts = ["--opts", "MODEL.WEIGHTS", str(trained_model)] if weights else []
+    return run_tool("visualize.py", "--config-file", DEMO_CONFIG, *args, *opts)
+
+
+def test_visualize_refuses_random_weights(tiny_synth, tmp_path):
+    image = sorted((tiny_synth / "images" / "val").glob("*.jpg"))[0]
+    proc = _vis(None, "--input", str(image), "--output", str(tmp_path / "o"), weights=False)
+    assert_user_error(proc, "MODEL.WEIGHTS is empty")
+    assert not (tmp_path / "o").exists()
+
+
+def test_visualize_never_writes_into_the_input_folder(trained_model, tiny_synth, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted((tiny_synth / "images" / "val").glob("*.jpg"))[:2]:
+        (photos / src.name.replace(".jpg", ".png")).write_bytes(
+            cv2.imencode(".png", cv2.imread(str(src)))[1].tobytes())
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    proc = _vis(trained_model, "--input", str(photos), "--output", str(photos))
+    assert_user_error(proc, "folder of the input")
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+
+
+def test_visualize_rerun_replaces_the_whole_output_folder(trained_model, tiny_synth, tmp_path):
+    images = sorted((tiny_synth / "images" / "val").glob("*.jpg"))
+    out = tmp_path / "vis"
+    assert _vis(trained_model, "--input", *map(str, images[:3]), "--output", str(out)
+                ).returncode == 0
+    assert len(list(out.glob("*.png"))) == 3
+    proc = _vis(trained_model, "--input", str(images[3]), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in out.glob("*.png")] == [f"{images[3].stem}.png"]  # no stale overlay
+    assert {r["file_name"] for r in json.loads((out / "coco_results.json").read_text())} <= {
+        str(images[3])}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    (out / "notes.txt").write_text("mine")
+    assert_user_error(_vis(trained_model, "--input", str(images[0]), "--output", str(out)),
+                      "notes.txt")
+
+
+def test_visualize_output_file_for_one_input(trained_model, tiny_synth, tmp_path):
+    images = sorted((tiny_synth / "images" / "val").glob("*.jpg"))
+    proc = _vis(trained_model, "--input", str(images[0]), "--output", str(tmp_path / "one.png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "one.png").is_file() and cv2.imread(str(tmp_path / "one.png")) is not None
+    assert json.loads((tmp_path / "one_results.json").read_text()) is not None
+    proc = _vis(trained_model, "--input", *map(str, images[:2]), "--output",
+                str(tmp_path / "two.png"))
+    assert_user_error(proc, "two.png", "give a folder")
+
+
+def test_one_bad_image_does_not_stop_the_batch(trained_model, tiny_synth, tmp_path):
+    images = sorted((tiny_synth / "images" / "val").glob("*.jpg"))[:2]
+    broken = tmp_path / "in" / "broken.jpg"
+    broken.parent.mkdir()
+    broken.write_bytes(images[0].read_bytes()[:200])
+    proc = _vis(trained_model, "--input", str(broken), *map(str, images),
+                "--output", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.stem for p in (tmp_path / "o").glob("*.png")) == [p.stem for p in images]
+    assert "broken.jpg" in proc.stdout + proc.stderr and "skipped 1 unreadable" in proc.stdout
+
+
+def test_video_input_writes_an_annotated_video_and_counts(trained_model, tiny_synth, tmp_path):
+    frames = [cv2.imread(str(p)) for p in sorted((tiny_synth / "images" / "val").glob("*.jpg"))]
+    video = tmp_path / "row.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (128, 128))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    proc = _vis(trained_model, "--video-input", str(video), "--output", str(tmp_path / "out"),
+                "--confidence-threshold", "0.0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = cv2.VideoCapture(str(tmp_path / "out" / "row.mp4"))
+    assert int(out.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+    rows = (tmp_path / "out" / "row_counts.csv").read_text().splitlines()
+    assert rows[0] == "frame,time_s,bunches" and len(rows) == len(frames) + 1
+    assert rows[2].startswith("1,0.200,")

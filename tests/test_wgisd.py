@@ -140,7 +140,7 @@ def test_bad_files_are_named_and_nothing_is_written(tmp_path, damage, message):
     make_wgisd(root)
     damage(root)
     with pytest.raises(GrapeInputError, match=message):
-        convert_wgisd(root, tmp_path / "out")
+        convert_wgisd(root, tmp_path / "out", strict_images=True)  # empty image: refused
     assert not (tmp_path / "out").exists()
 
 

@@ -46,6 +46,16 @@ def add_image_limit_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_strict_images_arg(parser: argparse.ArgumentParser) -> None:
+    """``--strict-images``, shared by the converters that decode every image they list."""
+    parser.add_argument(
+        "--strict-images",
+        action="store_true",
+        help="refuse (exit 1) on an undecodable or truncated image instead of leaving it "
+        "out with a counted warning",
+    )
+
+
 def add_via_parser(subparsers) -> None:
     p = subparsers.add_parser("via", help="VIA 1.x / 2.x / 3.x project or export -> COCO")
     p.add_argument("--via", required=True, help="VIA JSON (1.x, 2.x export or project, 3.x)")
@@ -59,6 +69,7 @@ def add_via_parser(subparsers) -> None:
     )
     p.add_argument("--polygons", action="store_true", help="keep polygons instead of RLE")
     add_image_limit_arg(p)
+    add_strict_images_arg(p)
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
@@ -74,6 +85,7 @@ def add_via_parser(subparsers) -> None:
             keep_polygons=args.polygons,
             max_pixels=args.max_pixels,
             overwrite=args.overwrite,
+            strict_images=args.strict_images,
         )
 
     p.set_defaults(func=run)
@@ -93,6 +105,7 @@ def add_labelme_parser(subparsers) -> None:
     p.add_argument("--labels", help="labelme labels.txt (__ignore__, _background_, classes)")
     p.add_argument("--polygons", action="store_true", help="keep polygons instead of RLE")
     add_image_limit_arg(p)
+    add_strict_images_arg(p)
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
@@ -106,6 +119,7 @@ def add_labelme_parser(subparsers) -> None:
             keep_polygons=args.polygons,
             max_pixels=args.max_pixels,
             overwrite=args.overwrite,
+            strict_images=args.strict_images,
         )
 
     p.set_defaults(func=run)
@@ -122,6 +136,10 @@ def add_split_parser(subparsers) -> None:
         "--group-by",
         help="image key (e.g. subset, plant) whose images stay together in one split",
     )
+    p.add_argument(
+        "--stratify-by",
+        help="image key (e.g. variety) whose every value gets images in each split",
+    )
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
@@ -134,6 +152,7 @@ def add_split_parser(subparsers) -> None:
             test=args.test,
             seed=args.seed,
             group_by=args.group_by,
+            stratify_by=args.stratify_by,
             overwrite=args.overwrite,
         )
 
@@ -248,6 +267,7 @@ def add_edges_parser(subparsers) -> None:
     p.add_argument("--via-out", help="also write a VIA 2 project of the polygons, to correct")
     p.add_argument("--recursive", action="store_true", help="also images in subfolders")
     add_image_limit_arg(p)
+    add_strict_images_arg(p)
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
@@ -259,6 +279,7 @@ def add_edges_parser(subparsers) -> None:
             background=args.background,
             via_out=args.via_out,
             overwrite=args.overwrite,
+            strict_images=args.strict_images,
             recursive=args.recursive,
             max_pixels=args.max_pixels,
         )
@@ -292,6 +313,7 @@ def add_grapesnet_parser(subparsers) -> None:
         "image (single: Dataset-1 and 4), or none",
     )
     add_image_limit_arg(p)
+    add_strict_images_arg(p)
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
@@ -308,6 +330,7 @@ def add_grapesnet_parser(subparsers) -> None:
             key_column=args.key_column,
             weight_column=args.weight_column,
             overwrite=args.overwrite,
+            strict_images=args.strict_images,
             max_pixels=args.max_pixels,
         )
 
@@ -324,6 +347,7 @@ def add_wgisd_parser(subparsers) -> None:
         help="also write images with boxes but no masks to wgisd_<split>_boxes.json",
     )
     add_image_limit_arg(p)
+    add_strict_images_arg(p)
     add_writer_args(p)
 
     def run(args: argparse.Namespace) -> None:
@@ -334,6 +358,7 @@ def add_wgisd_parser(subparsers) -> None:
             args.out_dir,
             boxes_json=args.boxes_json,
             overwrite=args.overwrite,
+            strict_images=args.strict_images,
             max_pixels=args.max_pixels,
         )
 

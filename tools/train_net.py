@@ -17,7 +17,7 @@ from grape_instances.errors import exit_on_user_error
 @exit_on_user_error
 def main() -> None:
     args = default_argument_parser().parse_args()
-    check_config(build_config(args.config_file, args.opts), args.eval_only)
+    check_config(build_config(args.config_file, args.opts), args.eval_only, args.resume)
     launch(
         train_or_evaluate,
         args.num_gpus,

@@ -18,16 +18,27 @@ import grape_instances.modeling  # noqa: F401  (registers the semantic meta-arch
 from grape_instances.data.datasets import register_from_config
 from grape_instances.engine import build_config
 from grape_instances.errors import exit_on_user_error
-from grape_instances.predict import expand_inputs, visualize_files
+from grape_instances.predict import expand_inputs, visualize_files, visualize_video
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True, help="model config (YAML)")
-    p.add_argument("--input", nargs="+", required=True, help="image files, folders or globs")
-    p.add_argument("--output", required=True, help="folder for the overlay PNGs and JSON")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files, folders or globs")
+    source.add_argument("--video-input", help="a video: writes an annotated video and "
+                        "<stem>_counts.csv (bunches per frame)")
+    p.add_argument("--output", required=True,
+                   help="folder for the overlays and coco_results.json (replaced whole), an "
+                        "image file for one input, or a video file for --video-input")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of the instances drawn and saved")
+    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
+                   help="predict instances on SIZE px windows of the (test-resized) image and "
+                        "merge them (TEST.TILE_SIZE); 0 = whole image")
+    p.add_argument("--tile-overlap", type=float, default=None, metavar="FRACTION",
+                   help="overlap of neighbouring windows as a fraction of --tile "
+                        "(TEST.TILE_OVERLAP, default 0.25)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return p.parse_args(argv)
@@ -39,12 +50,21 @@ def main(argv=None) -> None:
     setup_logger(name="grape_instances")
     setup_logger(name="detectron2")
     thr = str(args.confidence_threshold)
+    tiling = ["TEST.TILE_SIZE", str(args.tile)] if args.tile else []
+    if args.tile_overlap is not None:
+        tiling += ["TEST.TILE_OVERLAP", str(args.tile_overlap)]
     cfg = build_config(
         args.config_file,
-        list(args.opts) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", thr],
+        list(args.opts) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", thr] + tiling,
     )
     register_from_config(cfg)
+    if args.video_input:
+        done = visualize_video(cfg, args.video_input, args.output)
+        print(f"{done['video']} ({done['frames']} frames) and {done['counts']} written")
+        return
     summary = visualize_files(cfg, expand_inputs(args.input), args.output)
+    if summary.get("skipped"):
+        print(f"skipped {len(summary['skipped'])} unreadable image(s): see the warnings above")
     print(f"{len(summary['overlays'])} overlays, {len(summary['label_maps'])} label maps and "
           f"{summary['results']} ({summary['num_detections']} detections) written to "
           f"{args.output}")

@@ -47,7 +47,13 @@ from tqdm import tqdm
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, check_output_path, write_json_atomic
 from .coco import DEFAULT_CATEGORY, CocoBuilder, polygons_to_rle, rle_to_mask
-from .images import DEFAULT_MAX_PIXELS, decode_image, list_image_files
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    UndecodableImageError,
+    decode_image,
+    leave_out_undecodable,
+    list_image_files,
+)
 from .predictions import mask_to_polygons
 from .via import via2_settings
 from .warning_counter import WarningCounter
@@ -368,13 +374,16 @@ def convert_edges(
     recursive: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     params: EdgeParams = EdgeParams(),
+    strict_images: bool = False,
 ) -> dict:
     """Auto-annotate every image of ``images_dir`` into a COCO JSON (+ a VIA 2 project).
 
     One instance (category ``bunch``) per image, the image extra ``background`` records the
     background used. Images where no bunch is found are left out with a count, and listed
-    in the VIA project without regions so a person can draw them. File names are relative
-    to ``images_dir``. Outputs are checked before any work and written at the end.
+    in the VIA project without regions so a person can draw them. An image that does not
+    decode (its one full decode fails) is left out of both, counted, unless
+    ``strict_images``. File names are relative to ``images_dir``. Outputs are checked
+    before any work and written at the end.
     """
     if background not in BACKGROUNDS:
         raise GrapeInputError(f"--background must be one of {', '.join(BACKGROUNDS)}, "
@@ -393,7 +402,11 @@ def convert_edges(
     root = images_dir.absolute()
     for path in tqdm(files, desc="edge annotation", unit="img", leave=False, disable=None):
         rel = path.absolute().relative_to(root).as_posix()
-        image = decode_image(path, max_pixels=max_pixels, format="BGR")
+        try:
+            image = decode_image(path, max_pixels=max_pixels, format="BGR")
+        except UndecodableImageError as e:
+            leave_out_undecodable(e, warnings, strict_images)
+            continue
         result = auto_annotate(np.ascontiguousarray(image), background, params)
         counts[result.background] += 1
         size = path.stat().st_size

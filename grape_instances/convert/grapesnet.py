@@ -43,7 +43,9 @@ its header says ``kg``. Every Dataset-4 image whose key, stem or folder matches 
 :mod:`grape_instances.data.edges`; VIA (1/2/3) and labelme JSON files under ``annotations``
 (searched recursively) annotate the others, and win over the automatic masks (they are what
 a person corrected). Images of annotation files are found by path, else by unique file name.
-Images without any annotation are counted, listed in the log and left out.
+Images without any annotation are counted, listed in the log and left out. Images that do
+not decode (checked by the VIA / labelme converters, or by the one full decode of edge
+detection) are left out as a counted warning, or refused with ``strict_images``.
 
 Output: ``OUT_DIR/grapesnet_<subset>.json`` (``dataset1`` ... ``dataset4``), file names
 relative to ROOT (register with ROOT as image root), image extras ``subset``,
@@ -73,7 +75,15 @@ from ..errors import GrapeInputError
 from ..fileio import check_output_path, read_json, write_json_atomic
 from .coco import DEFAULT_CATEGORY, CocoBuilder, rle_to_mask
 from .edges import EdgeParams, auto_annotate, detect_background
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image, read_image_size
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    UNDECODABLE,
+    UndecodableImageError,
+    decode_image,
+    leave_out_undecodable,
+    read_image_size,
+)
 from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
@@ -447,11 +457,15 @@ def _via_images_dir(via_path: Path, root: Path, by_name: dict[str, list[GrapesNe
 
 def load_annotations(annotations: str | os.PathLike, root: Path,
                      images: list[GrapesNetImage], max_pixels: int | None,
-                     warnings: WarningCounter) -> dict[str, tuple[str, list[_Instance]]]:
+                     warnings: WarningCounter, strict_images: bool = False,
+                     undecodable: set[str] | None = None
+                     ) -> dict[str, tuple[str, list[_Instance]]]:
     """``{image rel path: (tool, instances)}`` from the VIA / labelme files of a folder.
 
     Each file is converted by the project's own VIA / labelme converter (same rules, same
-    warnings) into a temporary COCO JSON, whose images are matched back to the tree.
+    warnings) into a temporary COCO JSON, whose images are matched back to the tree. The
+    absolute paths of the images those converters left out as undecodable are added to
+    ``undecodable``, so they are not decoded again.
     """
     from .labelme import convert_labelme
     from .via import convert_via
@@ -468,17 +482,21 @@ def load_annotations(annotations: str | os.PathLike, root: Path,
         by_name[img.path.name.lower()].append(img)
     found: dict[str, tuple[str, list[_Instance]]] = {}
     source_of: dict[str, Path] = {}
+    skipped_paths = undecodable if undecodable is not None else set()
     with tempfile.TemporaryDirectory(prefix="grapesnet_ann_") as tmp:
         jobs = []
         for i, via_path in enumerate(via_files):
             out = Path(tmp) / f"via_{i}.json"
-            convert_via(via_path, _via_images_dir(via_path, root, by_name), out,
-                        max_pixels=max_pixels)
+            result = convert_via(via_path, _via_images_dir(via_path, root, by_name), out,
+                                 max_pixels=max_pixels, strict_images=strict_images)
+            skipped_paths.update(os.path.abspath(p) for p in result["undecodable"])
             jobs.append(("via", via_path, out))
         if labelme_files:
             out = Path(tmp) / "labelme.json"
             common = Path(os.path.commonpath([os.path.abspath(root), os.path.abspath(folder)]))
-            convert_labelme(labelme_files, out, root=common, max_pixels=max_pixels)
+            result = convert_labelme(labelme_files, out, root=common, max_pixels=max_pixels,
+                                     strict_images=strict_images)
+            skipped_paths.update(os.path.abspath(p) for p in result["undecodable"])
             jobs.append(("labelme", folder, out))
         for tool, source, out in jobs:
             coco = read_json(out)
@@ -528,6 +546,7 @@ def convert_grapesnet(
     overwrite: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     edge_params: EdgeParams | None = None,
+    strict_images: bool = False,
 ) -> dict:
     """Import a GrapesNet tree into ``out_dir/grapesnet_<subset>.json``; returns a summary.
 
@@ -551,7 +570,9 @@ def convert_grapesnet(
     if weights is not None:
         table = read_weights(weights, key_column, weight_column, warnings, layout.rgb_tokens)
         attach_weights(images, table, warnings)
-    manual = (load_annotations(annotations, root, images, max_pixels, warnings)
+    undecodable: set[str] = set()
+    manual = (load_annotations(annotations, root, images, max_pixels, warnings,
+                               strict_images, undecodable)
               if annotations is not None else {})
     categories = sorted({i.category for _, insts in manual.values() for i in insts}
                         - {DEFAULT_CATEGORY})
@@ -562,6 +583,9 @@ def convert_grapesnet(
     for img in tqdm(images, desc="GrapesNet", unit="img", leave=False, disable=None):
         counts[img.subset]["images"] += 1
         builder = builders[img.subset]
+        if os.path.abspath(img.path) in undecodable:  # already named by VIA / labelme
+            warnings.add(UNDECODABLE, img.rel)
+            continue
         if img.rel in manual:
             tool, instances = manual[img.rel]
             size = read_image_size(img.path, max_pixels=max_pixels)
@@ -570,8 +594,12 @@ def convert_grapesnet(
                 builder.add_annotation(image_id, mask=rle_to_mask(inst.segmentation),
                                        category=inst.category, iscrowd=inst.iscrowd)
         elif _should_auto(img, auto):
-            image = np.ascontiguousarray(decode_image(img.path, max_pixels=max_pixels,
-                                                      format="BGR"))
+            try:
+                image = np.ascontiguousarray(decode_image(img.path, max_pixels=max_pixels,
+                                                          format="BGR"))
+            except UndecodableImageError as e:
+                leave_out_undecodable(e, warnings, strict_images)
+                continue
             if img.background is None:
                 img.background = detect_background(image, edge_params)
                 if img.background != "black" and auto == "black":

@@ -12,6 +12,11 @@ Converters never trust an annotation file's idea of where an image is or how big
   it too and the sizes in the COCO JSON must be the ones Detectron2 will see.
 * :func:`decode_image` fully decodes (``validate --deep``, edge detection) with the same
   orientation handling as Detectron2.
+* ``read_image_size(..., decode=True)`` also decodes the pixels cheaply (a JPEG at 1/8
+  scale), because a truncated file has a valid header: without this, a converter accepts it
+  and training dies minutes later in a data-loader worker. Such a file raises
+  :class:`UndecodableImageError`; converters leave it out as a counted warning
+  (:func:`leave_out_undecodable`) or, with ``--strict-images``, refuse it.
 
 Every failure is a :class:`~grape_instances.errors.GrapeInputError` whose message names the
 file. Checking the pixel count ourselves matters: importing labelme sets
@@ -20,6 +25,7 @@ file. Checking the pixel count ourselves matters: importing labelme sets
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -30,6 +36,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import GrapeInputError
+from .warning_counter import WarningCounter
+
+logger = logging.getLogger(__name__)
 
 #: Default pixel limit (width * height): PIL's own default ``MAX_IMAGE_PIXELS``
 #: (about 9459 x 9459), far above any grape photo, far below a decompression bomb.
@@ -43,6 +52,20 @@ _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:|\\\\|//)")
+
+#: Warning kind of the images converters leave out because their pixels cannot be decoded.
+UNDECODABLE = "undecodable or truncated images (left out with their annotations)"
+#: Scale of the cheap decode: libjpeg still reads every byte, so truncation is caught.
+CHEAP_DECODE_SCALE = 8
+
+
+class UndecodableImageError(GrapeInputError):
+    """An image file that exists but cannot be decoded (empty, not an image, truncated,
+    corrupt): converters may leave it out instead of stopping, unlike a missing file."""
+
+    def __init__(self, path: str | os.PathLike, message: str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
 
 
 class ImageSize(NamedTuple):
@@ -115,7 +138,7 @@ def _check_readable_file(path: Path, source: str | os.PathLike | None) -> None:
     if not path.is_file():
         raise GrapeInputError(f"{path}: not a regular file{ref}")
     if path.stat().st_size == 0:
-        raise GrapeInputError(f"{path}: image file is empty (0 bytes){ref}")
+        raise UndecodableImageError(path, f"{path}: image file is empty (0 bytes){ref}")
 
 
 def _orientation(img: Image.Image) -> int:
@@ -134,15 +157,36 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -
         )
 
 
+def decode_cheaply(img: Image.Image, name: str | os.PathLike) -> None:
+    """Decode an opened image's pixels at low cost (JPEG at 1/8 scale via ``draft``).
+
+    Truncated or corrupt data raises here, in the converter, rather than in a training
+    worker. Call it after the pixel-limit check: it decodes. Raises UndecodableImageError.
+    """
+    width, height = img.size
+    img.draft(img.mode, (max(1, width // CHEAP_DECODE_SCALE),
+                         max(1, height // CHEAP_DECODE_SCALE)))  # no-op unless JPEG
+    try:
+        img.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad data
+        raise UndecodableImageError(
+            name, f"{name}: image data is corrupt or truncated ({e})"
+        ) from None
+
+
 def read_image_size(
     path: str | os.PathLike,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     source: str | os.PathLike | None = None,
+    decode: bool = False,
 ) -> ImageSize:
-    """Width and height from the header, after EXIF orientation, without decoding pixels.
+    """Width and height from the header, after EXIF orientation.
 
-    Raises GrapeInputError (naming the file) when it is missing, empty, not an image PIL can
-    identify, or larger than ``max_pixels`` (None disables the limit).
+    With ``decode``, the pixels are also decoded cheaply (:func:`decode_cheaply`), in the
+    same open, so a truncated file is caught. Raises GrapeInputError (naming the file) when
+    it is missing or larger than ``max_pixels`` (None disables the limit), and its subclass
+    UndecodableImageError when it is empty, not an image PIL can identify, or (``decode``)
+    truncated or corrupt.
     """
     path = Path(path)
     _check_readable_file(path, source)
@@ -150,16 +194,47 @@ def read_image_size(
         with Image.open(path) as img:
             width, height = img.size
             orientation = _orientation(img)
+            _check_pixels(path, width, height, max_pixels)
+            if decode:
+                decode_cheaply(img, path)
     except Image.DecompressionBombError:
         raise GrapeInputError(
             f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise GrapeInputError(f"{path}: not a readable image ({type(e).__name__})") from None
-    _check_pixels(path, width, height, max_pixels)
+        raise UndecodableImageError(
+            path, f"{path}: not a readable image ({type(e).__name__})"
+        ) from None
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ImageSize(width, height, orientation)
+
+
+def leave_out_undecodable(
+    error: UndecodableImageError, warnings: WarningCounter, strict: bool = False
+) -> None:
+    """Count an undecodable image as a warning (the caller then leaves it out), or re-raise
+    it when ``strict`` (``--strict-images``): one bad photo should not cost a whole run."""
+    if strict:
+        raise error
+    warnings.add(UNDECODABLE, str(error.path))
+    logger.warning("%s; left out (pass --strict-images to refuse instead)", error)
+
+
+def checked_image_size(
+    path: str | os.PathLike,
+    warnings: WarningCounter,
+    strict: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    source: str | os.PathLike | None = None,
+) -> ImageSize | None:
+    """:func:`read_image_size` with the cheap decode, for converters: None (counted in
+    ``warnings``) for an undecodable image unless ``strict``; other problems still raise."""
+    try:
+        return read_image_size(path, max_pixels=max_pixels, source=source, decode=True)
+    except UndecodableImageError as e:
+        leave_out_undecodable(e, warnings, strict)
+        return None
 
 
 def decode_image(
@@ -183,7 +258,9 @@ def decode_image(
             f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise GrapeInputError(f"{path}: image data is corrupt or truncated ({e})") from None
+        raise UndecodableImageError(
+            path, f"{path}: image data is corrupt or truncated ({e})"
+        ) from None
 
 
 def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:

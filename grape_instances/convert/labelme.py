@@ -13,7 +13,8 @@ dataset ``root`` (``../images/x.jpg``), never outside it. File names in the outp
 relative to ``root``. When the image file is absent but the JSON embeds it
 (``imageData``), the embedded image is used and written beside the output JSON, in
 ``<out stem>_images/``, so Detectron2 can read it; its file name then starts with the path
-from ``root`` to that folder.
+from ``root`` to that folder. Every image (on disk or embedded) is decoded cheaply; one that
+does not decode is left out with its shapes as a counted warning, or refused (strict).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from .images import (
     DEFAULT_MAX_PIXELS,
     EXIF_ORIENTATION_TAG,
     ImageSize,
+    UndecodableImageError,
+    decode_cheaply,
+    leave_out_undecodable,
     read_image_size,
     resolve_image_path,
 )
@@ -147,21 +151,27 @@ def load_labelme_file(path: Path) -> LabelmeFile:
     )
 
 
-def _embedded_image(path: Path, max_pixels: int | None) -> tuple[bytes, ImageSize, str]:
-    """Bytes, size (EXIF applied) and file suffix of a JSON's embedded ``imageData``."""
+def _embedded_image(path: Path, max_pixels: int | None, decode: bool = True
+                    ) -> tuple[bytes, ImageSize, str]:
+    """Bytes, size (EXIF applied) and file suffix of a JSON's embedded ``imageData``, its
+    pixels decoded cheaply unless ``decode`` is False (already checked)."""
     try:
         raw = base64.b64decode(read_json(path)["imageData"], validate=True)
         with Image.open(io.BytesIO(raw)) as img:
             width, height = img.size
             fmt = (img.format or "PNG").lower()
             orientation = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
+            if max_pixels is not None and width * height > max_pixels:
+                raise GrapeInputError(
+                    f"{path}: embedded image is {width} x {height} pixels, above the limit "
+                    f"of {max_pixels} (decompression-bomb guard; raise it with --max-pixels)"
+                )
+            if decode:
+                decode_cheaply(img, path)
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
-        raise GrapeInputError(f"{path}: embedded imageData is not a readable image") from None
-    if max_pixels is not None and width * height > max_pixels:
-        raise GrapeInputError(
-            f"{path}: embedded image is {width} x {height} pixels, above the limit of "
-            f"{max_pixels} (decompression-bomb guard; raise it with --max-pixels)"
-        )
+        raise UndecodableImageError(
+            path, f"{path}: embedded imageData is not a readable image"
+        ) from None
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     suffix = {"jpeg": ".jpg", "mpo": ".jpg"}.get(fmt, f".{fmt}")
@@ -238,12 +248,15 @@ def convert_labelme(
     keep_polygons: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
+    strict_images: bool = False,
 ) -> dict:
     """Convert labelme JSON files (or folders of them) into one COCO instances JSON.
 
     Categories: those of ``labels_file`` in its order (a label outside it is an error),
     else the labels found, sorted. ``keep_polygons`` is accepted for symmetry with the
     VIA converter but masks are always RLE: labelme's rasterisation is the reference.
+    An image that does not decode is left out (counted, listed in the summary's
+    ``undecodable``) unless ``strict_images``.
     Returns a summary like :func:`grape_instances.data.via.convert_via`.
     """
     del keep_polygons  # masks come from labelme's rasteriser; polygons would re-rasterise
@@ -256,12 +269,18 @@ def convert_labelme(
     extract_dir = out_path.parent / f"{out_path.stem}_images"
     warnings = WarningCounter()
     seen: dict[str, Path] = {}
+    undecodable: list[str] = []
     to_extract: list[tuple[LabelmeFile, Path]] = []
     with StreamingCocoBuilder(categories=categories, source="labelme") as builder:
         for lf in tqdm(files, desc="labelme files", unit="file", leave=False,
                        disable=None):
-            path, size, embedded = _locate_image(lf, root_path, extract_dir, max_pixels,
-                                                 warnings)
+            try:
+                path, size, embedded = _locate_image(lf, root_path, extract_dir, max_pixels,
+                                                     warnings)
+            except UndecodableImageError as e:
+                leave_out_undecodable(e, warnings, strict_images)
+                undecodable.append(str(e.path))
+                continue
             if embedded:
                 to_extract.append((lf, path))
             rel = os.path.relpath(path, root_path).replace(os.sep, "/")
@@ -287,11 +306,12 @@ def convert_labelme(
         if to_extract:
             check_output_path(extract_dir, overwrite)
             for lf, target in to_extract:
-                raw, _, _ = _embedded_image(lf.json_path, max_pixels)
+                raw, _, _ = _embedded_image(lf.json_path, max_pixels, decode=False)
                 with atomic_open(target, "wb", overwrite=True) as f:
                     f.write(raw)
         builder.write(out_path, overwrite=overwrite)
         summary = builder.summary(warnings)
+    summary["undecodable"] = undecodable
     warnings.log(logger, prefix="labelme: ")
     logger.info("labelme: %d files, %d instances -> %s (image root %s)", summary["images"],
                 summary["annotations"], out_path, root_path)
@@ -327,7 +347,8 @@ def _locate_image(lf: LabelmeFile, root: Path, extract_dir: Path, max_pixels: in
         path = resolve_image_path(lf.image_name, lf.json_path.parent, roots=[root],
                                   source=lf.json_path)
         if path.exists() or not lf.has_image_data:
-            size = read_image_size(path, max_pixels=max_pixels, source=lf.json_path)
+            size = read_image_size(path, max_pixels=max_pixels, source=lf.json_path,
+                                   decode=True)
             return path, size, False
     _, size, suffix = _embedded_image(lf.json_path, max_pixels)
     warnings.add(EMBEDDED, str(lf.json_path.name))

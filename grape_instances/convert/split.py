@@ -10,6 +10,7 @@ rebase file names onto one image root.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import random
@@ -84,6 +85,41 @@ def assign_splits(
     return out
 
 
+def assign_stratified_splits(
+    images: list[dict], val: float, test: float, seed: int, stratify_by: str
+) -> dict[str, list[dict]]:
+    """Each value of ``image[stratify_by]`` (e.g. the grape variety) is split on its own, so a
+    small validation set still sees every stratum: one of two or more images gets at least
+    one image in val (and test) while one stays in train.
+
+    Within a stratum images are ranked by a hash of the seed and their file name, not
+    shuffled: adding or removing one image (say, a corrupt one a converter left out) moves
+    no other image to another split.
+    """
+    strata: dict[str, list[dict]] = {}
+    for img in images:
+        strata.setdefault(str(img.get(stratify_by, "")), []).append(img)
+    out: dict[str, list[dict]] = {name: [] for name in SPLIT_NAMES}
+    for members in strata.values():
+        n = len(members)
+        counts = [max(round(f * n), 1) if f > 0 else 0 for f in (test, val)]
+        if sum(counts) >= n:
+            counts = [round(test * n), round(val * n)]
+        ranked = sorted(members, key=lambda img: _stable_rank(img, seed))
+        out["test"] += ranked[: counts[0]]
+        out["val"] += ranked[counts[0] : counts[0] + counts[1]]
+        out["train"] += ranked[counts[0] + counts[1] :]
+    order = {id(img): i for i, img in enumerate(images)}
+    for name in out:
+        out[name].sort(key=lambda img: order[id(img)])
+    return out
+
+
+def _stable_rank(img: dict, seed: int) -> str:
+    name = img.get("file_name") or f"id:{img['id']}"
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
 def subset(data: dict, images: list[dict], split: str) -> dict:
     """A COCO dict holding only ``images`` and their annotations (ids unchanged)."""
     ids = {img["id"] for img in images}
@@ -106,6 +142,7 @@ def split_coco_file(
     test: float = 0.0,
     seed: int = 0,
     group_by: str | None = None,
+    stratify_by: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write ``<stem>_train.json``, ``<stem>_val.json`` (and ``_test``) into ``out_dir``.
@@ -117,7 +154,15 @@ def split_coco_file(
     if group_by is not None and not any(group_by in img for img in data["images"]):
         raise GrapeInputError(f"{json_path}: no image record has the key {group_by!r} "
                               "given by --group-by")
-    splits = assign_splits(data["images"], val, test, seed, group_by)
+    if stratify_by is not None and not any(stratify_by in img for img in data["images"]):
+        raise GrapeInputError(f"{json_path}: no image record has the key {stratify_by!r} "
+                              "given by --stratify-by")
+    if stratify_by is None:
+        splits = assign_splits(data["images"], val, test, seed, group_by)
+    elif group_by is not None:
+        raise GrapeInputError("--group-by and --stratify-by cannot be combined")
+    else:
+        splits = assign_stratified_splits(data["images"], val, test, seed, stratify_by)
     names = [s for s in SPLIT_NAMES if s != "test" or test > 0]
     stem = Path(json_path).stem
     paths = {s: Path(out_dir) / f"{stem}_{s}.json" for s in names}

@@ -37,7 +37,7 @@ from .coco import DEFAULT_CATEGORY
 from .coco_stream import StreamingCocoBuilder
 from .images import (
     DEFAULT_MAX_PIXELS,
-    read_image_size,
+    checked_image_size,
     resolve_image_path,
 )
 from .polygons import (
@@ -349,10 +349,13 @@ def convert_via(
     keep_empty: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
+    strict_images: bool = False,
 ) -> dict:
     """Convert one VIA file into a COCO instances JSON written atomically at ``out_path``.
 
     File names in the output are relative to ``images_dir`` (register it as image root).
+    An image that does not decode is left out with its regions (a counted warning, listed in
+    the summary's ``undecodable``), or refused with ``strict_images``.
     Returns a summary: ``images``, ``annotations``, ``categories`` and ``warnings`` counts.
     Raises GrapeInputError for anything that must stop the conversion (nothing is written).
     """
@@ -374,6 +377,7 @@ def convert_via(
     if label_attr:
         categories = sorted(set(categories) | set(declared_options(data, label_attr)))
     seen: dict[str, str] = {}
+    undecodable: list[str] = []
     root_abs = Path(os.path.abspath(images_root))
     with StreamingCocoBuilder(categories=categories, source=f"VIA {Path(via_path).name}"
                               ) as builder:
@@ -391,7 +395,10 @@ def convert_via(
             if not img.regions and not keep_empty:
                 warnings.add(NO_REGIONS, img.filename)
                 continue
-            size = read_image_size(path, max_pixels=max_pixels, source=via_path)
+            size = checked_image_size(path, warnings, strict_images, max_pixels, via_path)
+            if size is None:
+                undecodable.append(str(path))
+                continue
             _check_byte_size(img, path, warnings)
             image_id = builder.add_image(rel, size.height, size.width)
             for label, polygons, where in _instances(img, size.width, size.height, label_attr,
@@ -404,6 +411,7 @@ def convert_via(
         builder.info["image_root"] = str(images_dir)
         builder.write(out_path, overwrite=overwrite)
         summary = builder.summary(warnings)
+    summary["undecodable"] = undecodable
     warnings.log(logger, prefix=f"{via_path}: ")
     logger.info("%s: %d images, %d instances -> %s", via_path, summary["images"],
                 summary["annotations"], out_path)

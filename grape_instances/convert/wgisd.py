@@ -14,7 +14,9 @@ Each split ``S`` with a ``S_masked.txt`` or ``S.txt`` list becomes ``wgisd_S.jso
 output folder; masked images become RLE instances (category ``bunch``). Images listed in
 ``S.txt`` without masks are counted and left out, or, with ``boxes_json``, written to
 ``wgisd_S_boxes.json`` (annotations with ``bbox`` and no ``segmentation``, for detection).
-Without any split list, every ``data/*.jpg`` forms one split ``all``.
+Without any split list, every ``data/*.jpg`` forms one split ``all``. Every listed image is
+decoded cheaply: an undecodable or truncated one (WGISD as published has ``SVB_1937.jpg``)
+is left out with its annotations as a counted warning, or refused with ``strict_images``.
 
 File names in the JSON are relative to ROOT (``data/CDY_2015.jpg``): register the JSON with
 ROOT as the image root. The variety code that starts each file name (CDY Chardonnay, CFR
@@ -28,6 +30,7 @@ import logging
 import math
 import os
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +40,13 @@ from tqdm import tqdm
 from ..errors import GrapeInputError
 from ..fileio import check_output_path, write_json_atomic
 from .coco import DEFAULT_CATEGORY, CocoBuilder
-from .images import DEFAULT_MAX_PIXELS, read_image_size, resolve_image_path
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    UndecodableImageError,
+    leave_out_undecodable,
+    read_image_size,
+    resolve_image_path,
+)
 from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
@@ -185,14 +194,15 @@ def find_splits(root: str | os.PathLike) -> dict[str, tuple[list[str], list[str]
 
 
 class _Image:
-    """Paths and header size of one WGISD image, checked to stay inside ``data/``."""
+    """Paths and size of one WGISD image, checked to stay inside ``data/`` and to decode."""
 
     def __init__(self, root: Path, image_id: str, split_file: Path, max_pixels: int | None):
         data = root / DATA_DIR
         self.path = resolve_image_path(image_id + IMAGE_SUFFIX, data, source=split_file)
         self.stem = self.path.stem
-        self.file_name = self.path.relative_to(root.absolute()).as_posix()
-        size = read_image_size(self.path, max_pixels=max_pixels, source=split_file)
+        self.file_name = self.path.relative_to(root.resolve()).as_posix()
+        size = read_image_size(self.path, max_pixels=max_pixels, source=split_file,
+                               decode=True)
         self.width, self.height = size.width, size.height
         self.boxes_path = self.path.with_suffix(".txt")
         self.masks_path = self.path.with_suffix(".npz")
@@ -202,6 +212,17 @@ class _Image:
         if variety is None:
             warnings.add("file name without a WGISD variety prefix", self.file_name)
         return {"variety": variety}
+
+
+def _decodable_images(root: Path, ids: Iterable[str], split_file: Path, max_pixels: int | None,
+                      warnings: WarningCounter, strict: bool) -> Iterator[_Image]:
+    """The images of ``ids`` that decode; the others are counted warnings (or, ``strict``,
+    the error), so their masks and boxes are never read."""
+    for image_id in ids:
+        try:
+            yield _Image(root, image_id, split_file, max_pixels)
+        except UndecodableImageError as e:
+            leave_out_undecodable(e, warnings, strict)
 
 
 def _add_masked_image(builder: CocoBuilder, img: _Image, warnings: WarningCounter) -> int:
@@ -249,8 +270,11 @@ def convert_wgisd(
     boxes_json: bool = False,
     overwrite: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    strict_images: bool = False,
 ) -> WgisdSummary:
     """Convert a WGISD root into ``out_dir/wgisd_<split>.json`` (+ ``_boxes.json``).
+
+    Undecodable images are left out (counted in ``warnings``) unless ``strict_images``.
 
     Every output path is checked before any work and all JSON is written at the end, so a
     bad file anywhere leaves no partial output.
@@ -270,17 +294,19 @@ def convert_wgisd(
         boxed_file = root / f"{split}.txt"
         builder = CocoBuilder([DEFAULT_CATEGORY], source=SOURCE)
         n_instances = 0
-        for image_id in tqdm(masked, desc=f"wgisd {split}", unit="img", leave=False):
-            img = _Image(root, image_id, masked_file, max_pixels)
+        for img in _decodable_images(root, tqdm(masked, desc=f"wgisd {split}", unit="img",
+                                                leave=False),
+                                     masked_file, max_pixels, warnings, strict_images):
             n_instances += _add_masked_image(builder, img, warnings)
-        if masked:
+        if builder.images:
             pending.append((outputs[split], builder.to_dict()))
             summary.outputs.append(outputs[split])
-        summary.images[split] = len(masked)
+        summary.images[split] = len(builder.images)
         summary.instances[split] = n_instances
         summary.box_only[split] = len(box_only)
         if box_only and boxes_json:
-            loaded = [_Image(root, i, boxed_file, max_pixels) for i in box_only]
+            loaded = list(_decodable_images(root, box_only, boxed_file, max_pixels, warnings,
+                                            strict_images))
             with_boxes = [(im, read_yolo_boxes(im.boxes_path, im.width, im.height))
                           for im in loaded]
             extras = [im.extras(warnings) for im in loaded]
@@ -292,8 +318,8 @@ def convert_wgisd(
                 "(pass --boxes-json to write them to %s)",
                 split, len(box_only), box_outputs.get(split, f"wgisd_{split}_boxes.json"),
             )
-        if not masked:
-            logger.warning("%s: no masked images; no instance JSON written", split)
+        if not builder.images:
+            logger.warning("%s: no (decodable) masked images; no instance JSON written", split)
     if not pending:
         raise GrapeInputError(f"{root}: no masked images in any split; nothing to write")
     for path, coco in pending:

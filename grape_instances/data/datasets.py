@@ -2,21 +2,27 @@
 
 Everything is a COCO instances JSON plus an image folder; the synthetic splits have fixed
 names, and ``DATASETS.REGISTER`` lets a user add their own from the command line or YAML.
+Each dataset's ``thing_classes`` are its JSON's category names in category-id order (what
+Detectron2's loader derives and asserts), so data whose category is not "bunch" loads too.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from ..errors import GrapeInputError
+from ..fileio import read_json
 
 logger = logging.getLogger(__name__)
 
+# Default class names for predicting without a registered dataset (grape_instances.predict);
+# registered datasets take theirs from their JSON.
 THING_CLASSES = ["bunch"]
 SYNTHETIC_SPLITS = ("train", "val")
 
@@ -25,21 +31,54 @@ def synthetic_dataset_name(split: str) -> str:
     return f"grapes_synth_{split}"
 
 
-def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
-    """Register one COCO instances JSON under ``name``.
+def read_thing_classes(json_file: str | os.PathLike) -> list[str]:
+    """Category names of a COCO JSON in category-id order, as Detectron2's loader orders them.
 
-    Detectron2's catalogs are process-global: the same files again are a no-op, other files
-    replace the earlier registration (the latest config wins).
+    Cached per file version: configs are built and datasets registered several times per
+    process, and the JSON may be big.
+    """
+    st = os.stat(json_file)
+    return list(_read_thing_classes(os.path.abspath(json_file), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_thing_classes(json_file: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
+    data = read_json(json_file)  # masks stay undecoded strings / lists here
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not categories:
+        raise GrapeInputError(f"{json_file}: no \"categories\" list in this COCO file")
+    if not all(isinstance(c, dict) and "id" in c and "name" in c for c in categories):
+        raise GrapeInputError(f"{json_file}: every category needs an \"id\" and a \"name\"")
+    ids = [c["id"] for c in categories]
+    if len(set(ids)) != len(ids):
+        raise GrapeInputError(f"{json_file}: category ids {ids} are not unique")
+    return tuple(str(c["name"]) for c in sorted(categories, key=lambda c: c["id"]))
+
+
+def synthetic_json_file(root: str, split: str) -> str:
+    return os.path.join(root, "annotations", f"instances_{split}.json")
+
+
+def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
+    """Register one COCO instances JSON under ``name``, its categories as ``thing_classes``.
+
+    Detectron2's catalogs are process-global: the same files (and categories) again are a
+    no-op, anything else replaces the earlier registration (the latest config wins). A JSON
+    that does not exist yet is registered without classes: check_datasets_exist names it.
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    thing_classes = read_thing_classes(json_file) if os.path.isfile(json_file) else None
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
-        if getattr(meta, "json_file", None) == json_file and meta.image_root == image_root:
+        if (meta.get("json_file"), meta.get("image_root"), meta.get("thing_classes")) == (
+            json_file, image_root, thing_classes
+        ):
             return
         logger.info("dataset %s now reads %s (was %s)", name, json_file, meta.get("json_file"))
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    register_coco_instances(name, {"thing_classes": list(THING_CLASSES)}, json_file, image_root)
+    extra = {"thing_classes": thing_classes} if thing_classes is not None else {}
+    register_coco_instances(name, extra, json_file, image_root)
     MetadataCatalog.get(name).set(evaluator_type="coco")
 
 
@@ -49,12 +88,55 @@ def register_synthetic(root: str) -> list[str]:
     for split in SYNTHETIC_SPLITS:
         name = synthetic_dataset_name(split)
         register_coco_dataset(
-            name,
-            os.path.join(root, "annotations", f"instances_{split}.json"),
-            os.path.join(root, "images", split),
+            name, synthetic_json_file(root, split), os.path.join(root, "images", split)
         )
         names.append(name)
     return names
+
+
+def config_json_file(cfg, name: str) -> str | None:
+    """The COCO JSON ``register_from_config`` would register ``name`` with (None if it
+    would not register it): the last ``DATASETS.REGISTER`` entry of that name wins."""
+    for entry in reversed(list(cfg.DATASETS.REGISTER)):
+        if isinstance(entry, Sequence) and len(entry) == 3 and str(entry[0]) == name:
+            return str(entry[1])
+    for split in SYNTHETIC_SPLITS:
+        if name == synthetic_dataset_name(split):
+            return synthetic_json_file(cfg.DATASETS.SYNTHETIC_ROOT, split)
+    return None
+
+
+def dataset_thing_classes(cfg, name: str) -> list[str] | None:
+    """Categories of dataset ``name`` as ``cfg`` defines it, without registering anything
+    (configs are built before registration); None when not known (yet): an unregistered
+    name or a missing JSON, which check_datasets_exist reports."""
+    json_file = config_json_file(cfg, name)
+    if json_file is not None:
+        return read_thing_classes(json_file) if os.path.isfile(json_file) else None
+    if name in DatasetCatalog.list():
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        return list(classes) if classes is not None else None
+    return None
+
+
+def check_same_categories(
+    names: Iterable[str], classes_of: Callable[[str], Sequence[str] | None]
+) -> list[str] | None:
+    """The category list shared by the datasets ``names`` (``classes_of(name)`` gives each,
+    or None if unknown); one-line error naming two datasets whose lists differ."""
+    first_name, first = None, None
+    for name in names:
+        classes = classes_of(name)
+        if classes is None:
+            continue
+        if first is None:
+            first_name, first = name, list(classes)
+        elif list(classes) != first:
+            raise GrapeInputError(
+                f"datasets {first_name!r} and {name!r} have different categories: "
+                f"{first} vs {list(classes)} (datasets trained or evaluated together need one list)"
+            )
+    return first
 
 
 def register_from_config(cfg) -> None:
@@ -79,5 +161,9 @@ def check_datasets_exist(names: Iterable[str]) -> None:
             )
         json_file = getattr(MetadataCatalog.get(name), "json_file", None)
         if json_file and not os.path.isfile(json_file):
-            hint = " (run `make synth` first)" if name.startswith("grapes_synth_") else ""
+            hint = ""
+            if name.startswith("grapes_synth_"):  # which target renders this root
+                root = os.path.dirname(os.path.dirname(json_file))
+                make = "make demo" if root.endswith("_demo") else f"make synth SYNTH_DIR={root}"
+                hint = f" (run `{make}` first)"
             raise GrapeInputError(f"dataset {name!r}: annotation file {json_file} not found{hint}")

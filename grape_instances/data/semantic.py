@@ -3,13 +3,15 @@
 Semantic baselines train on, and every model is scored against, label maps derived from the
 very instance JSON Mask R-CNN uses, so both families see identical labels and splits and no
 second annotation set is kept by hand. A label map is 0 for background, ``category + 1``
-inside a bunch (later annotations win where categories overlap), and ``ignore_value`` on
-``iscrowd`` regions (crowds win: their pixels are neither bunch nor background for sure).
+inside a bunch (later annotations win where categories overlap), or 1 for every category when
+they are merged into one foreground class (``DATASETS.SEMANTIC_MERGE_CLASSES``), and
+``ignore_value`` on ``iscrowd`` regions (crowds win: their pixels are neither bunch nor
+background for sure).
 
 Detectron2's ``DatasetMapper`` and ``SemSegEvaluator`` read ``sem_seg_file_name`` per record,
 so the maps are written once as PNGs under ``<cache_root>/<hash>/``, where the hash covers
-the JSON's bytes, the ignore value and the derivation's version: an edited JSON gets a
-fresh folder, an unchanged one reuses its PNGs.
+the JSON's bytes, the ignore value, the merge mode and the derivation's version: an edited
+JSON gets a fresh folder, an unchanged one reuses its PNGs.
 """
 
 from __future__ import annotations
@@ -34,18 +36,24 @@ logger = logging.getLogger(__name__)
 
 SEMANTIC_SUFFIX = "_sem"
 BACKGROUND = "background"
+# The one foreground class of a merged view of several categories.
+FOREGROUND = "foreground"
 DEFAULT_CACHE_ROOT = "datasets/.semantic_cache"
 DEFAULT_IGNORE_VALUE = 255
 # Bump whenever semantic_label_map changes, so caches of the old derivation are not reused.
 DERIVATION_VERSION = 1
 
 
-def semantic_view_name(instance_name: str) -> str:
-    return instance_name + SEMANTIC_SUFFIX
+def semantic_view_name(instance_name: str, merge_classes: bool = False) -> str:
+    """``<name>_sem`` (one class per category) or ``<name>_sem_merged``: both can coexist."""
+    return instance_name + SEMANTIC_SUFFIX + ("_merged" if merge_classes else "")
 
 
-def stuff_classes_for(thing_classes) -> list[str]:
-    """Semantic classes of an instance dataset: background, then its categories in order."""
+def stuff_classes_for(thing_classes, merge_classes: bool = False) -> list[str]:
+    """Semantic classes of an instance dataset: background, then its categories in order,
+    or one foreground class for them all (named after the category if there is only one)."""
+    if merge_classes and len(thing_classes) != 1:
+        return [BACKGROUND, FOREGROUND]
     return [BACKGROUND, *thing_classes]
 
 
@@ -55,8 +63,11 @@ def stuff_colors_for(num_classes: int) -> list[list[int]]:
     return [[0, 0, 0]] + [palette[i % len(palette)] for i in range(num_classes - 1)]
 
 
-def semantic_label_map(record: dict, ignore_value: int = DEFAULT_IGNORE_VALUE) -> np.ndarray:
-    """uint8 H x W label map of one Detectron2 instance record (contiguous category ids)."""
+def semantic_label_map(
+    record: dict, ignore_value: int = DEFAULT_IGNORE_VALUE, merge_classes: bool = False
+) -> np.ndarray:
+    """uint8 H x W label map of one Detectron2 instance record (contiguous category ids);
+    ``merge_classes`` labels every category 1."""
     height, width = int(record["height"]), int(record["width"])
     labels = np.zeros((height, width), np.uint8)
     crowd = np.zeros((height, width), bool)
@@ -75,7 +86,7 @@ def semantic_label_map(record: dict, ignore_value: int = DEFAULT_IGNORE_VALUE) -
         if ann.get("iscrowd", 0):
             crowd |= mask
         else:
-            label = int(ann["category_id"]) + 1
+            label = 1 if merge_classes else int(ann["category_id"]) + 1
             if label >= min(ignore_value, 256):
                 raise GrapeInputError(f"{record['file_name']}: too many categories for a PNG map")
             labels[mask] = label
@@ -83,9 +94,14 @@ def semantic_label_map(record: dict, ignore_value: int = DEFAULT_IGNORE_VALUE) -
     return labels
 
 
-def cache_key(json_file: str | os.PathLike, ignore_value: int) -> str:
+def cache_key(
+    json_file: str | os.PathLike, ignore_value: int, merge_classes: bool = False
+) -> str:
     """Hash of the annotation file's bytes and of everything else the label maps depend on."""
-    digest = hashlib.sha256(f"grape-semantic-v{DERIVATION_VERSION};{ignore_value};".encode())
+    merged = "merged;" if merge_classes else ""  # per-class keys unchanged from before
+    digest = hashlib.sha256(
+        f"grape-semantic-v{DERIVATION_VERSION};{ignore_value};{merged}".encode()
+    )
     with open(json_file, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -105,6 +121,7 @@ def load_semantic_records(
     instance_name: str,
     cache_root: str | os.PathLike = DEFAULT_CACHE_ROOT,
     ignore_value: int = DEFAULT_IGNORE_VALUE,
+    merge_classes: bool = False,
 ) -> list[dict]:
     """Records of ``instance_name`` with ``sem_seg_file_name`` (PNGs written if missing).
 
@@ -119,7 +136,7 @@ def load_semantic_records(
         )
     if not os.path.isfile(json_file):
         raise GrapeInputError(f"dataset {instance_name!r}: annotation file {json_file} not found")
-    folder = Path(cache_root) / cache_key(json_file, ignore_value)
+    folder = Path(cache_root) / cache_key(json_file, ignore_value, merge_classes)
     records, missing, seen = [], [], set()
     for record in DatasetCatalog.get(instance_name):
         image_id = record["image_id"]
@@ -138,7 +155,7 @@ def load_semantic_records(
             missing.append((record, png))
     if missing:
         for record, png in tqdm(missing, desc=f"semantic masks {instance_name}", unit="img"):
-            write_label_png(png, semantic_label_map(record, ignore_value))
+            write_label_png(png, semantic_label_map(record, ignore_value, merge_classes))
         logger.info("semantic view of %s: wrote %d label maps to %s",
                     instance_name, len(missing), folder)
     else:
@@ -151,29 +168,37 @@ def semantic_view(
     instance_name: str,
     cache_root: str | os.PathLike = DEFAULT_CACHE_ROOT,
     ignore_value: int = DEFAULT_IGNORE_VALUE,
+    merge_classes: bool = False,
 ) -> str:
     """Register (lazily: PNGs are made on first use) the semantic view of a registered COCO
-    instance dataset and return its name, ``<instance_name>_sem``."""
-    name = semantic_view_name(instance_name)
+    instance dataset and return its name, ``<instance_name>_sem`` (``_sem_merged`` when
+    ``merge_classes`` makes all categories one foreground class)."""
+    name = semantic_view_name(instance_name, merge_classes)
     cache_root = os.fspath(cache_root)
     if not 0 < ignore_value <= 255:
         raise GrapeInputError(f"ignore value {ignore_value} does not fit a uint8 label PNG")
-    if name in DatasetCatalog.list():
-        meta = MetadataCatalog.get(name)
-        if (meta.get("semantic_cache_root"), meta.get("ignore_label")) == (
-            cache_root, ignore_value
-        ):
-            return name
-        raise GrapeInputError(
-            f"semantic view {name!r} is already registered with cache "
-            f"{meta.get('semantic_cache_root')} and ignore value {meta.get('ignore_label')}"
-        )
     if instance_name not in DatasetCatalog.list():
         raise GrapeInputError(f"unknown dataset {instance_name!r}: no semantic view of it")
     instance_meta = MetadataCatalog.get(instance_name)
-    stuff_classes = stuff_classes_for(instance_meta.get("thing_classes", THING_CLASSES))
+    stuff_classes = stuff_classes_for(
+        instance_meta.get("thing_classes", THING_CLASSES), merge_classes
+    )
+    if name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        if (meta.get("semantic_cache_root"), meta.get("ignore_label")) != (
+            cache_root, ignore_value
+        ):
+            raise GrapeInputError(
+                f"semantic view {name!r} is already registered with cache "
+                f"{meta.get('semantic_cache_root')} and ignore value {meta.get('ignore_label')}"
+            )
+        if meta.get("stuff_classes") == stuff_classes:
+            return name
+        # The instance dataset was registered again with other categories: follow it.
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
     DatasetCatalog.register(
-        name, lambda: load_semantic_records(instance_name, cache_root, ignore_value)
+        name, lambda: load_semantic_records(instance_name, cache_root, ignore_value, merge_classes)
     )
     MetadataCatalog.get(name).set(
         stuff_classes=stuff_classes,
@@ -182,12 +207,14 @@ def semantic_view(
         evaluator_type="sem_seg",
         instance_dataset=instance_name,
         semantic_cache_root=cache_root,
+        merge_classes=merge_classes,
     )
     return name
 
 
 def semantic_view_for_config(cfg, instance_name: str) -> str:
-    """:func:`semantic_view` with the cache folder and ignore value of a config."""
+    """:func:`semantic_view` with the cache folder, ignore value and merge mode of a config."""
     return semantic_view(
-        instance_name, cfg.DATASETS.SEMANTIC_CACHE_DIR, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        instance_name, cfg.DATASETS.SEMANTIC_CACHE_DIR, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        cfg.DATASETS.SEMANTIC_MERGE_CLASSES,
     )

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.structures import Instances
 from torch.nn import functional as F
@@ -72,13 +73,15 @@ class SemanticEvaluator(SemSegEvaluator):
 
 
 def instances_to_semantic(
-    instances: Instances, score_threshold: float, num_classes: int
+    instances: Instances, score_threshold: float, num_classes: int,
+    merge_classes: bool = False,
 ) -> torch.Tensor:
     """Merge predicted instance masks into one H x W label map (long).
 
-    Instances scoring at least ``score_threshold`` paint ``pred_class + 1`` over their mask,
-    in order of increasing score, so where masks of different classes overlap the
-    higher-scoring one wins; everything else is 0 (background).
+    Instances scoring at least ``score_threshold`` paint ``pred_class + 1`` (1 for every
+    class with ``merge_classes``, as in a merged semantic view) over their mask, in order of
+    increasing score, so where masks of different classes overlap the higher-scoring one
+    wins; everything else is 0 (background).
     """
     if not instances.has("pred_masks"):
         raise ValueError("instances have no pred_masks: a mask model is needed (MODEL.MASK_ON)")
@@ -86,6 +89,8 @@ def instances_to_semantic(
     keep = instances.scores >= score_threshold
     masks = instances.pred_masks[keep].bool()
     labels = instances.pred_classes[keep].long() + 1
+    if merge_classes:
+        labels = torch.ones_like(labels)
     if len(labels) and int(labels.max()) >= num_classes:
         raise ValueError(f"predicted class {int(labels.max()) - 1} has no semantic class among "
                          f"{num_classes}")
@@ -106,12 +111,14 @@ class MergedInstancesEvaluator(SemanticEvaluator):
     def __init__(self, dataset_name: str, score_threshold: float = 0.5, **kwargs) -> None:
         super().__init__(dataset_name, **kwargs)
         self.score_threshold = score_threshold
+        # A merged semantic view (grape_instances.data.semantic) scores every class as one.
+        self.merge_classes = bool(MetadataCatalog.get(dataset_name).get("merge_classes", False))
 
     def process(self, inputs, outputs):
         merged = [
             {"sem_seg": label_map_to_scores(
                 instances_to_semantic(o["instances"].to(self._cpu_device), self.score_threshold,
-                                      self._num_classes),
+                                      self._num_classes, self.merge_classes),
                 self._num_classes,
             )}
             for o in outputs

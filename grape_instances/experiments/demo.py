@@ -106,8 +106,10 @@ def run_demo(
 
 
 def print_summary(summary: dict) -> None:
-    """What ``make demo`` ends with: the AP table, the times and where the pictures are."""
+    """What ``make demo`` ends with: the AP table, the times, the semantic, count and instance
+    F1 metrics, and where the pictures are."""
     t = summary["timings"]
+    nan = float("nan")
     print("\n=== grape_instances CPU demo ===")
     print(format_ap_table(summary["results"]))
     print(f"time: synthesize {t['synthesize_s']:.0f}s, train {t['train_s']:.0f}s "
@@ -119,5 +121,10 @@ def print_summary(summary: dict) -> None:
         print(f"semantic (instances merged): mIoU {sem.get('mIoU', float('nan')):.1f}, "
               f"bunch Dice {sem.get('Dice-bunch', float('nan')):.1f}; "
               f"bunch-count MAE {count.get('MAE', float('nan')):.2f} per image")
+    inst = summary["results"].get("instance", {})
+    if inst:
+        print(f"instances (Santos et al. 2020) at mask IoU 0.5: P {inst.get('P@50', nan):.1f}, "
+              f"R {inst.get('R@50', nan):.1f}, F1 {inst.get('F1@50', nan):.1f} "
+              f"(F1@30 {inst.get('F1@30', nan):.1f}, F1@80 {inst.get('F1@80', nan):.1f})")
     print(f"overlays: {os.path.dirname(summary['overlays'][0]) if summary['overlays'] else '-'}")
     print(f"checkpoint: {summary['checkpoint']}")

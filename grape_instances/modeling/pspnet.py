@@ -22,16 +22,26 @@ from torch.nn import functional as F
 from .layers import NormSpec, conv_norm_relu, init_classifier
 from .semantic_base import SemanticBaseline, semantic_baseline_config
 
+# Batch norms, whose statistics over one image's 1x1 bin are a single value per channel.
+_BATCH_NORMS = {"BN", "SyncBN", "naiveSyncBN", "nnSyncBN"}
+
 
 class PyramidPooling(nn.Module):
-    """Average-pool to each bin size, 1x1 conv-norm-ReLU, upsample, concat with the input."""
+    """Average-pool to each bin size, 1x1 conv-norm-ReLU, upsample, concat with the input.
+
+    A batch norm on the 1x1 bin of one image per process (``--num-gpus N`` with N images)
+    has one value per channel to normalise and fails; the pyramid's small bins then use
+    GroupNorm, which normalises over channels and works at any batch size.
+    """
 
     def __init__(self, in_channels: int, bins: Sequence[int], norm: NormSpec):
         super().__init__()
         self.bins = tuple(bins)
         reduced = in_channels // len(self.bins)
+        bin_norm = "GN" if isinstance(norm, str) and norm in _BATCH_NORMS else norm
         self.reductions = nn.ModuleList(
-            conv_norm_relu(in_channels, reduced, 1, norm=norm) for _ in self.bins
+            conv_norm_relu(in_channels, reduced, 1, norm=bin_norm if b < 2 else norm)
+            for b in self.bins
         )
         self.out_channels = in_channels + reduced * len(self.bins)
 

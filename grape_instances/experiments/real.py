@@ -1,0 +1,143 @@
+"""``make real``: the CPU recipe on real vineyard photos, from WGISD folder to scores and overlays.
+
+Convert a WGISD root, split it by image with every variety in both parts, train
+``configs/mask_rcnn_grapes_cpu_real.yaml`` (resuming a finished run instead of repeating it),
+score the held-out part on whole photos and with tiled inference, and draw full-resolution
+overlays. The held-out part is a validation split: report WGISD's own test split separately.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from detectron2.utils.logger import setup_logger
+
+from ..convert.split import split_coco_file
+from ..convert.wgisd import convert_wgisd
+from ..data.datasets import register_from_config
+from ..engine import Trainer, build_config
+from ..fileio import read_json, write_json_atomic
+from ..predict import visualize_files
+from .demo import format_ap_table
+
+logger = logging.getLogger(__name__)
+
+REAL_CONFIG = "configs/mask_rcnn_grapes_cpu_real.yaml"
+DEFAULT_ROOT = "../shared/real-data/wgisd-train"
+# Tiles of the test-resized photo (1024 x 683 for a 2048 x 1365 photo): 3 x 2 windows.
+DEFAULT_TILE = 512
+
+
+def prepare_real_splits(root: str, data_dir: str, val: float = 0.2, seed: int = 0) -> dict:
+    """WGISD root -> ``data_dir/converted/wgisd_*.json`` -> a stratified train / val split of
+    its first split (``wgisd_train.json`` for WGISD's train list). Returns the split paths."""
+    summary = convert_wgisd(root, Path(data_dir) / "converted", overwrite=True)
+    source = next(p for p in summary.outputs if not p.name.endswith("_boxes.json"))
+    return split_coco_file(source, Path(data_dir) / "split", val=val, seed=seed,
+                           stratify_by="variety", overwrite=True)
+
+
+def run_real(
+    root: str = DEFAULT_ROOT,
+    output_dir: str = "output/real",
+    data_dir: str = "datasets/real",
+    config_file: str = REAL_CONFIG,
+    tile: int = DEFAULT_TILE,
+    num_overlays: int = 2,
+    opts: list[str] | None = None,
+) -> dict:
+    """Run every step in this process; return (and write ``real_summary.json``) the numbers."""
+    setup_logger(name="grape_instances")
+    setup_logger(name="detectron2")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    splits = prepare_real_splits(root, data_dir)
+    timings["prepare_s"] = time.perf_counter() - t0
+
+    image_root = os.path.abspath(root)
+    register = [["wgisd_train", str(splits["train"]), image_root],
+                ["wgisd_val", str(splits["val"]), image_root]]
+    overrides = ["DATASETS.REGISTER", repr(register), "DATASETS.TRAIN", "('wgisd_train',)",
+                 "DATASETS.TEST", "('wgisd_val',)", "OUTPUT_DIR", output_dir, *(opts or [])]
+    cfg = build_config(config_file, overrides)
+    register_from_config(cfg)
+    os.makedirs(output_dir, exist_ok=True)
+
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg)
+    # A finished run in output_dir is reused (its last checkpoint is model_final.pth), so a
+    # second `make real` only re-scores; delete output_dir to train again.
+    trainer.resume_or_load(resume=True)
+    resumed_from = trainer.start_iter
+    if trainer.start_iter < cfg.SOLVER.MAX_ITER:
+        trainer.train()
+    timings["train_s"] = time.perf_counter() - t0
+
+    results = {}
+    for mode, tile_size in (("whole", 0), ("tiled", tile)):
+        t0 = time.perf_counter()
+        results[mode] = Trainer.test(with_tiles(cfg, tile_size), trainer.model)
+        timings[f"evaluate_{mode}_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    weights = os.path.join(output_dir, "model_final.pth")
+    vis_cfg = with_tiles(cfg, tile, weights=weights)
+    val_images = [Path(image_root, img) for img in _file_names(splits["val"])][:num_overlays]
+    vis = visualize_files(vis_cfg, val_images, os.path.join(output_dir, "overlays"))
+    timings["visualize_s"] = time.perf_counter() - t0
+    timings["total_s"] = sum(timings.values())
+
+    summary = {
+        "config": config_file,
+        "iterations": cfg.SOLVER.MAX_ITER,
+        "resumed_from_iteration": resumed_from,
+        "splits": {k: str(v) for k, v in splits.items()},
+        "tile": tile,
+        "results": {mode: {k: dict(v) for k, v in r.items()} for mode, r in results.items()},
+        "timings": timings,
+        "overlays": vis["overlays"],
+        "checkpoint": weights,
+    }
+    write_json_atomic(os.path.join(output_dir, "real_summary.json"), summary, indent=2)
+    return summary
+
+
+def with_tiles(cfg, tile_size: int, weights: str | None = None):
+    """A copy of ``cfg`` with ``TEST.TILE_SIZE`` set; with ``weights``, set up for drawing."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.TILE_SIZE = tile_size
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = weights
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.TEST.F1_SCORE_THRESH  # draw what F1 counts
+    cfg.freeze()
+    return cfg
+
+
+def _file_names(coco_json) -> list[str]:
+    return [img["file_name"] for img in read_json(coco_json)["images"]]
+
+
+def print_real_summary(summary: dict) -> None:
+    """The end of ``make real``: AP and the paper's P / R / F1, whole photo against tiles."""
+    nan = float("nan")
+    t = summary["timings"]
+    print("\n=== grape_instances on real photos (held-out validation part) ===")
+    for mode, results in summary["results"].items():
+        label = "whole photo" if mode == "whole" else f"tiles of {summary['tile']} px"
+        print(f"\n-- {label} --")
+        print(format_ap_table(results))
+        inst = results.get("instance", {})
+        for iou in ("30", "50", "80"):
+            print(f"IoU 0.{iou[0]}: P {inst.get(f'P@{iou}', nan):5.1f}  "
+                  f"R {inst.get(f'R@{iou}', nan):5.1f}  F1 {inst.get(f'F1@{iou}', nan):5.1f}")
+    trained = ("reused a finished run" if summary["resumed_from_iteration"] >= summary["iterations"]
+               else f"{summary['iterations']} it")
+    print(f"\ntime: prepare {t['prepare_s']:.0f}s, train {t['train_s']:.0f}s ({trained}), "
+          f"evaluate {t['evaluate_whole_s']:.0f}s whole + {t['evaluate_tiled_s']:.0f}s tiled, "
+          f"overlays {t['visualize_s']:.0f}s, total {t['total_s']:.0f}s")
+    print(f"overlays: {os.path.dirname(summary['overlays'][0]) if summary['overlays'] else '-'}")
+    print(f"checkpoint: {summary['checkpoint']}")

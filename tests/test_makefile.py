@@ -1,0 +1,37 @@
+"""The Makefile's converter targets on user data: no synthetic defaults leak into them."""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dry_run(*args: str) -> str:
+    """What `make -n` would run; the install stamp is treated as done (-o)."""
+    proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def test_convert_via_on_user_data_uses_only_the_users_files():
+    out = dry_run("convert-via", "VIA=my/project.json", "IMAGES=my/imgs", "OUT=my/out.json")
+    assert "--group-attr" not in out
+    assert "make_synthetic" not in out
+    assert '--via "my/project.json" --images "my/imgs" --out "my/out.json"' in out
+
+
+def test_convert_via_without_variables_converts_the_synthetic_project():
+    out = dry_run("convert-via")
+    assert "--group-attr instance" in out
+    assert "via_project_train.json" in out
+
+
+def test_convert_labelme_on_user_data_takes_its_folder_as_root():
+    out = dry_run("convert-labelme", "INPUT=my/labelme")
+    assert '--input "my/labelme" --root "my/labelme"' in out
+    assert "grapes_synth" not in out
+
+
+def test_real_target_runs_the_real_tool_on_the_shared_photos():
+    out = dry_run("real")
+    assert "tools/real.py" in out and "real-data/wgisd-train" in out
