@@ -19,6 +19,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
 from .checkpoint import ensure_weights_available
+from .convert.images import IMAGE_EXTENSIONS
 from .data.datasets import THING_CLASSES
 from .data.semantic import BACKGROUND, stuff_classes_for, stuff_colors_for, write_label_png
 from .engine import is_semantic_model
@@ -27,9 +28,6 @@ from .fileio import atomic_open, replacing_folder, write_json_atomic
 from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, folders (their images, sorted) and globs -> a sorted, de-duplicated file list."""

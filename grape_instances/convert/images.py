@@ -29,6 +29,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -174,6 +175,22 @@ def decode_cheaply(img: Image.Image, name: str | os.PathLike) -> None:
         ) from None
 
 
+@contextmanager
+def pil_errors_as_user_errors(path: str | os.PathLike, problem: str):
+    """Turn what PIL raises for one image into one line: a decompression bomb is refused,
+    unreadable data becomes an UndecodableImageError (``problem`` may use ``{name}``, the
+    exception's type, and ``{error}``, its text)."""
+    try:
+        yield
+    except Image.DecompressionBombError:
+        raise GrapeInputError(
+            f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        detail = problem.format(name=type(e).__name__, error=e)
+        raise UndecodableImageError(path, f"{path}: {detail}") from None
+
+
 def read_image_size(
     path: str | os.PathLike,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -190,21 +207,13 @@ def read_image_size(
     """
     path = Path(path)
     _check_readable_file(path, source)
-    try:
+    with pil_errors_as_user_errors(path, "not a readable image ({name})"):
         with Image.open(path) as img:
             width, height = img.size
             orientation = _orientation(img)
             _check_pixels(path, width, height, max_pixels)
             if decode:
                 decode_cheaply(img, path)
-    except Image.DecompressionBombError:
-        raise GrapeInputError(
-            f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UndecodableImageError(
-            path, f"{path}: not a readable image ({type(e).__name__})"
-        ) from None
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ImageSize(width, height, orientation)
@@ -251,16 +260,8 @@ def decode_image(
     from detectron2.data.detection_utils import read_image
 
     read_image_size(path, max_pixels=max_pixels, source=source)
-    try:
+    with pil_errors_as_user_errors(path, "image data is corrupt or truncated ({error})"):
         return read_image(str(path), format=format)
-    except Image.DecompressionBombError:
-        raise GrapeInputError(
-            f"{path}: image exceeds PIL's decompression-bomb limit; refusing to read it"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UndecodableImageError(
-            path, f"{path}: image data is corrupt or truncated ({e})"
-        ) from None
 
 
 def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
