@@ -12,7 +12,7 @@ DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
 .PHONY: install test demo real bench compare lint clean synth clean-synth convert-via convert-labelme \
-        auto-annotate convert-grapesnet convert-wgisd
+        auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh
 
 install: $(STAMP)
 
@@ -49,6 +49,43 @@ $(SYNTH_STAMP): | $(STAMP)
 
 clean-synth:
 	rm -rf $(SYNTH_DIR)
+
+# Multi-bunch RGB-D scenes (GrapesNet Dataset-3 style: 200 train / 50 val, 320x240, seed 0),
+# what configs/mask_rcnn_grapes_rgbd_cpu_demo.yaml registers; generated once, like synth.
+RGBD_DIR ?= datasets/grapes_rgbd
+RGBD_STAMP := $(RGBD_DIR)/.complete
+
+synth-rgbd: $(RGBD_STAMP)
+
+$(RGBD_STAMP): | $(STAMP)
+	$(PY) tools/make_synthetic.py --rgbd-scenes --out $(RGBD_DIR) --overwrite
+	touch $@
+
+# Mask R-CNN with and without the depth channel on those scenes, same seed and budget:
+# output/rgbd_ablation/rgbd_ablation.md. RGBD_ARGS e.g. "--iters 300 --seeds 0 1".
+RGBD_ABLATION_OUT ?= output/rgbd_ablation
+rgbd-ablation: $(RGBD_STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/rgbd_ablation.py --data $(RGBD_DIR) \
+	    --output-dir $(RGBD_ABLATION_OUT) $(RGBD_ARGS)
+
+# Measure and weigh on the twin of GrapesNet Dataset 4 (weighed single bunches, RGB-D):
+# measure the ground-truth masks with depth, then fit the weight model with and without
+# depth. Results: $(WEIGH_OUT)/model*/report.json and pred_vs_measured.png.
+D4_DIR ?= datasets/grapes_d4
+D4_COUNT ?= 200
+WEIGH_OUT ?= output/weigh
+$(D4_DIR)/.complete: | $(STAMP)
+	$(PY) tools/make_synthetic.py --dataset4 --count $(D4_COUNT) --out $(D4_DIR) --overwrite
+	touch $@
+
+weigh: $(D4_DIR)/.complete
+	$(PY) tools/measure.py --coco $(D4_DIR)/annotations/instances.json --images $(D4_DIR) \
+	    --camera $(D4_DIR)/camera.json --out $(WEIGH_OUT)/table.csv --overlays $(WEIGH_OUT)/overlays \
+	    --overwrite
+	$(PY) tools/fit_weight.py --measurements $(WEIGH_OUT)/table.csv \
+	    --weights $(D4_DIR)/weights.csv --out $(WEIGH_OUT)/model --overwrite
+	$(PY) tools/fit_weight.py --measurements $(WEIGH_OUT)/table.csv \
+	    --weights $(D4_DIR)/weights.csv --out $(WEIGH_OUT)/model_rgb_only --no-depth --overwrite
 
 # Converters. With no variables they convert the synthetic dataset's own VIA / labelme
 # files; point VIA= IMAGES= OUT= (or INPUT= ROOT= OUT=) at your data. The Makefile
@@ -87,8 +124,8 @@ auto-annotate: $(if $(IMAGES),$(STAMP),$(EDGES_SAMPLE)/.complete)
 	$(PY) tools/convert.py validate --json "$(OUT)" --images "$(IMAGES)"
 
 $(EDGES_SAMPLE)/.complete: | $(STAMP)
-	$(PY) -c "from grape_instances.convert.edges import write_sample_images as w; \
-	    w('$(EDGES_SAMPLE)/images', n=8, background='black', overwrite=True)"
+	$(PY) tools/make_synthetic.py --edges-sample --count 8 --size 384 --background black \
+	    --out "$(EDGES_SAMPLE)/images" --overwrite
 	touch $@
 
 # GrapesNet / WGISD folders -> one COCO JSON per sub-dataset / split in OUT_DIR (see

@@ -9,6 +9,7 @@ def add_grape_config(cfg: CN) -> CN:
     """Add the project's keys to a Detectron2 config (in place) and return it."""
     _add_dataset_config(cfg)
     _add_augmentation_config(cfg)
+    _add_depth_config(cfg)
     _add_semantic_config(cfg)
     _add_semantic_view_config(cfg)
     _add_evaluation_config(cfg)
@@ -43,6 +44,20 @@ def _add_augmentation_config(cfg: CN) -> None:
     # and a random (height, width) window of it is the network input (no padding: the model
     # pads a batch to SIZE_DIVISIBILITY, so masks stay exact).
     cfg.INPUT.SCALE_CROP.CROP_SIZE = (384, 384)
+
+
+def _add_depth_config(cfg: CN) -> None:
+    # RGB-D input (grape_instances.data.depth, modeling.rgbd): an aligned depth image (16-bit
+    # PNG in mm, 0 = no reading; the COCO image entry's "depth_file", relative to the image
+    # root) becomes a fourth input channel of Mask R-CNN and the semantic baselines.
+    # MODEL.PIXEL_MEAN and MODEL.PIXEL_STD then need 4 values each: B, G, R, then the depth
+    # channel's own mean and std in mm (holes stay 0 before normalisation, a value no real
+    # reading has).
+    cfg.INPUT.DEPTH = CN()
+    cfg.INPUT.DEPTH.ENABLED = False
+    # Readings beyond this many mm (whole mm, as the PNGs hold; far background, saturated
+    # sensors) are clipped to it, so one far pixel cannot dominate the normalised channel.
+    cfg.INPUT.DEPTH.MAX_MM = 5000
 
 
 def _add_semantic_config(cfg: CN) -> None:

@@ -8,7 +8,6 @@ import os
 import weakref
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import (
     DatasetCatalog,
@@ -20,19 +19,29 @@ from detectron2.data import (
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
 from detectron2.engine.defaults import default_setup
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
-from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from .checkpoint import ensure_weights_available
+from .checkpoint import (
+    FINAL_CHECKPOINT,
+    GrapeCheckpointer,
+    checkpoint_loads,
+    ensure_weights_available,
+    find_resume_checkpoint,
+    verify_final_checkpoint,
+)
 from .config import add_grape_config
 from .convert.images import UndecodableImageError, read_image_size
+from .convert.validate import check_registered_datasets
 from .data.datasets import (
     check_datasets_exist,
     check_same_categories,
+    config_json_file,
     dataset_thing_classes,
     register_from_config,
 )
+from .data.depth import UndecodableDepthError, check_depth_config, check_depth_files, read_depth
 from .data.mappers import build_grape_mapper
 from .data.semantic import semantic_view_for_config, stuff_classes_for
 from .errors import GrapeInputError
@@ -42,7 +51,7 @@ from .evaluation import (
     MergedInstancesEvaluator,
     SemanticEvaluator,
 )
-from .modeling import SemanticBaseline
+from .modeling import is_semantic_model
 from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
@@ -61,24 +70,34 @@ def compiled_ops_available() -> bool:
 _UNDECODABLE_SEEN: set[tuple[str, int, int]] = set()
 
 
-def drop_undecodable_images(dataset_dicts: list[dict], dataset_names) -> list[dict]:
-    """The records whose image decodes (cheap check); each other one is left out with one
-    warning naming it (once per file per process, not per evaluation).
+def drop_undecodable_images(
+    dataset_dicts: list[dict], dataset_names, depth: bool = False
+) -> list[dict]:
+    """The records whose image (and, with ``depth``, depth image) decodes (cheap check); each
+    other one is left out with one warning naming the file (once per file per process, not
+    per evaluation).
 
     For evaluation lists: Detectron2's MapDataset would silently score another image in the
-    place of one the mapper cannot read, and a worker would die on it without the mapper.
+    place of one the mapper cannot read (RGBDMapper skips a record whose depth file does not
+    decode, too), and a worker would die on it without the mapper.
     """
     kept = []
     for record in dataset_dicts:
         path = record["file_name"]
         try:
             read_image_size(path, max_pixels=None, decode=True)
-        except UndecodableImageError as e:
-            stat = os.stat(path)
-            key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            if depth:
+                path = record["depth_file_name"]
+                read_depth(path)  # a truncated PNG passes check_depth_files' header check
+        except (UndecodableImageError, UndecodableDepthError) as e:
+            stat = os.stat(path) if os.path.exists(path) else None
+            key = (os.path.abspath(path), stat.st_size if stat else -1,
+                   stat.st_mtime_ns if stat else -1)
             if key not in _UNDECODABLE_SEEN:
                 _UNDECODABLE_SEEN.add(key)
-                logger.warning("%s; left out of the evaluation of %s", e, list(dataset_names))
+                which = "" if path == record["file_name"] else f" (of {record['file_name']})"
+                logger.warning("%s%s; left out of the evaluation of %s", e, which,
+                               list(dataset_names))
             continue
         kept.append(record)
     if dataset_dicts and not kept:
@@ -96,13 +115,6 @@ def check_image_files(dataset_dicts: list[dict], dataset_names) -> None:
             raise GrapeInputError(
                 f"{record['file_name']}: image not found (listed in dataset {dataset_names})"
             )
-
-
-def is_semantic_model(cfg: CfgNode) -> bool:
-    """True when the meta-architecture predicts ``sem_seg`` (the four baselines, Detectron2's
-    SemanticSegmentor): it then trains and is scored on the semantic view of the datasets."""
-    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return isinstance(arch, type) and issubclass(arch, (SemanticBaseline, SemanticSegmentor))
 
 
 def check_meta_architecture(cfg: CfgNode) -> None:
@@ -204,8 +216,10 @@ def load_dataset_dicts(names, is_train: bool, cfg: CfgNode) -> list[dict]:
         proposal_files=None,
     )
     check_image_files(dicts, names)
+    if cfg.INPUT.DEPTH.ENABLED:
+        check_depth_files(dicts, names)
     if not is_train:
-        dicts = drop_undecodable_images(dicts, names)
+        dicts = drop_undecodable_images(dicts, names, depth=cfg.INPUT.DEPTH.ENABLED)
     return dicts
 
 
@@ -245,13 +259,37 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        self.checkpointer = GrapeCheckpointer(
+            model, cfg.OUTPUT_DIR, run_record=run_record(cfg), trainer=weakref.proxy(self)
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """DefaultTrainer.resume_or_load through GrapeCheckpointer (falls back past an
+        unreadable newest checkpoint, refuses another run's). Without ``resume`` this is a new
+        run: the folder's ``last_checkpoint`` goes, so a ``--resume`` after this run is killed
+        before its first checkpoint starts it again instead of finishing the previous run."""
+        if not resume:
+            self.checkpointer.forget_last_checkpoint()
+        super().resume_or_load(resume=resume)
+
+    def train(self):
+        """DefaultTrainer.train, then (main process) check that ``model_final.pth`` loads:
+        a run never ends as a success without it.
+
+        A run resumed from the last iteration's ``model_*.pth`` (because ``model_final.pth``
+        did not load) has nothing left to train, so the final checkpoint is written from it."""
+        results = super().train()
+        if comm.is_main_process():
+            final = os.path.join(self.cfg.OUTPUT_DIR, FINAL_CHECKPOINT)
+            if self.start_iter == self.max_iter and not checkpoint_loads(final):
+                self.iter = self.max_iter - 1  # the state is that of the last iteration
+                self.checkpointer.save("model_final", iteration=self.iter)
+            verify_final_checkpoint(self.cfg.OUTPUT_DIR)
+        return results
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
@@ -335,13 +373,50 @@ def build_config(
         notes.append(note)
     elif note:
         logger.info(note)
+    check_depth_config(cfg)
     cfg.freeze()
     return cfg
 
 
+def run_record(cfg: CfgNode) -> dict:
+    """What makes a checkpoint part of the same run as ``cfg``, recorded in every checkpoint
+    and compared on ``--resume``: the model (meta-architecture, backbone, ResNet depth, masks,
+    the depth input channel, class count: what the weights mean) and the training data
+    (dataset names and the real paths of their JSON files: what the weights learned from).
+    The depth channel is in it because an RGB checkpoint loads into a 4-channel stem (its
+    filters widened), so a shape check alone would let an RGB run resume as an RGB-D one.
+
+    Everything else may change on resume, as Detectron2 intends: the solver (MAX_ITER, LR,
+    steps, checkpoint period), input sizes, test settings, device, workers, OUTPUT_DIR. Other
+    shape-changing keys (widths, norms) are caught when the weights load, as tensors that do
+    not match (GrapeCheckpointer); a JSON file edited in place still counts as the same data.
+    """
+    semantic = cfg.MODEL.META_ARCHITECTURE in META_ARCH_REGISTRY and is_semantic_model(cfg)
+    class_key = "MODEL.SEM_SEG_HEAD.NUM_CLASSES" if semantic else "MODEL.ROI_HEADS.NUM_CLASSES"
+    names = list(cfg.DATASETS.TRAIN)
+    jsons = [config_json_file(cfg, name) for name in names]
+    return {
+        "MODEL.META_ARCHITECTURE": cfg.MODEL.META_ARCHITECTURE,
+        "MODEL.BACKBONE.NAME": cfg.MODEL.BACKBONE.NAME,
+        "MODEL.RESNETS.DEPTH": int(cfg.MODEL.RESNETS.DEPTH),
+        "MODEL.MASK_ON": bool(cfg.MODEL.MASK_ON),
+        "INPUT.DEPTH.ENABLED": bool(cfg.INPUT.DEPTH.ENABLED),
+        class_key: int(_config_value(cfg, class_key)),
+        "DATASETS.TRAIN": names,
+        "training JSON": [os.path.realpath(j) if j else None for j in jsons],
+    }
+
+
 def check_config(cfg: CfgNode, eval_only: bool, resume: bool = False) -> None:
     """Register datasets and fail early (in the launching process) on names or files missing,
-    and on weights that cannot be had (downloaded here, once, into Detectron2's cache).
+    on data that would crash Detectron2 or train on wrong pixels (``convert.py validate``'s
+    checks, convert.validate.check_registered_datasets), and on weights that cannot be had
+    (downloaded here, once, into Detectron2's cache).
+
+    With ``resume``, the checkpoint to continue from must load and (training) come from the
+    same run (find_resume_checkpoint); after a fallback ``last_checkpoint`` is made to name
+    it, so the worker processes resume from it without warning again. Call it holding the
+    OUTPUT_DIR lock (checkpoint.lock_output_dir), since it may rewrite ``last_checkpoint``.
 
     Also derives the semantic label maps here, once, before worker processes start.
     """
@@ -351,9 +426,14 @@ def check_config(cfg: CfgNode, eval_only: bool, resume: bool = False) -> None:
     names += [] if eval_only else list(cfg.DATASETS.TEST)
     check_datasets_exist(names)
     check_categories(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    # validate's checks, before anything is rasterised (the semantic views below)
+    check_registered_datasets(names, masks=cfg.MODEL.MASK_ON or is_semantic_model(cfg),
+                              train=[] if eval_only else list(cfg.DATASETS.TRAIN))
     for name in semantic_view_sources(cfg, names):
         DatasetCatalog.get(semantic_view_for_config(cfg, name))
-    resuming = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    resuming = resume and find_resume_checkpoint(
+        cfg.OUTPUT_DIR, None if eval_only else run_record(cfg), retag=True
+    )
     if not resuming:
         ensure_weights_available(cfg.MODEL.WEIGHTS)
 
@@ -375,7 +455,7 @@ def train_or_evaluate(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        GrapeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

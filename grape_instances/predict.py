@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
@@ -18,13 +19,14 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
-from .checkpoint import ensure_weights_available
+from .checkpoint import GrapeCheckpointer, ensure_weights_available
 from .convert.images import IMAGE_EXTENSIONS
 from .data.datasets import THING_CLASSES
+from .data.depth import check_depth_config, read_depth, stack_depth, transform_depth
 from .data.semantic import BACKGROUND, stuff_classes_for, stuff_colors_for, write_label_png
-from .engine import is_semantic_model
 from .errors import GrapeInputError
-from .fileio import atomic_open, replacing_folder, write_json_atomic
+from .fileio import atomic_open, make_parent, replacing_folder, write_json_atomic
+from .modeling import is_semantic_model
 from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
@@ -65,9 +67,12 @@ class Predictor(DefaultPredictor):
     one-line error for a missing checkpoint, tiled inference of instance models when
     ``TEST.TILE_SIZE`` > 0, and metadata that can draw our outputs even when
     the test dataset is not registered in this process (stuff_classes for semantic models).
+    With ``INPUT.DEPTH.ENABLED`` each call also takes the photo's aligned depth image.
     """
 
     def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
+        check_depth_config(cfg)
+        self.max_depth_mm = cfg.INPUT.DEPTH.MAX_MM if cfg.INPUT.DEPTH.ENABLED else None
         weights = cfg.MODEL.WEIGHTS
         if not weights and not allow_random_weights:
             raise GrapeInputError(
@@ -75,7 +80,16 @@ class Predictor(DefaultPredictor):
                 "trained checkpoint, e.g. --opts MODEL.WEIGHTS output/real/model_final.pth"
             )
         ensure_weights_available(weights)
-        super().__init__(cfg)
+        # DefaultPredictor loads MODEL.WEIGHTS with Detectron2's checkpointer, which drops an
+        # RGB checkpoint's 3-channel stem conv in an RGB-D model (a shape mismatch) and leaves
+        # it random; it builds the model here without weights, and the project's checkpointer
+        # loads them, widening RGB filters to the depth channel (modeling.rgbd).
+        blank = cfg.clone()
+        blank.defrost()
+        blank.MODEL.WEIGHTS = ""
+        super().__init__(blank)
+        self.cfg = cfg.clone()
+        GrapeCheckpointer(self.model).load(weights)
         if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
             self.model = TiledModel.from_config(cfg, self.model)
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
@@ -100,6 +114,32 @@ class Predictor(DefaultPredictor):
             self.metadata = MetadataCatalog.get(
                 "__grapes_predict_semantic_" + "|".join(stuff)
             ).set(stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff)))
+
+    @property
+    def needs_depth(self) -> bool:
+        return self.max_depth_mm is not None
+
+    def __call__(self, original_image: np.ndarray, depth: np.ndarray | None = None) -> dict:
+        """DefaultPredictor's call; an RGB-D model also gets ``depth`` (H x W mm, aligned to
+        the photo), resized with the photo's test-time transform (nearest, data.depth)."""
+        if not self.needs_depth:
+            if depth is not None:
+                raise GrapeInputError("a depth image was given but the config's "
+                                      "INPUT.DEPTH.ENABLED is False (an RGB model)")
+            return super().__call__(original_image)
+        if depth is None:
+            raise GrapeInputError("INPUT.DEPTH.ENABLED: this RGB-D model needs the depth image "
+                                  "of each photo (visualize.py --depth DIR)")
+        with torch.no_grad():
+            if self.input_format == "RGB":
+                original_image = original_image[:, :, ::-1]
+            height, width = original_image.shape[:2]
+            transform = self.aug.get_transform(original_image)
+            image = torch.as_tensor(
+                transform.apply_image(original_image).astype("float32").transpose(2, 0, 1)
+            )
+            image = stack_depth(image, transform_depth(transform, depth), self.max_depth_mm)
+            return self.model([{"image": image, "height": height, "width": width}])[0]
 
 
 def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarray:
@@ -145,6 +185,7 @@ def visualize_files(
     inputs: Iterable[Path],
     output: str | os.PathLike,
     allow_random_weights: bool = False,
+    depth_dir: str | os.PathLike | None = None,
 ) -> dict[str, object]:
     """Predict on each input, write ``<stem>.png`` overlays and ``coco_results.json``.
 
@@ -157,8 +198,20 @@ def visualize_files(
     ``output`` is a folder, replaced whole at the end; or, for one input, an image file name
     (as in Detectron2's demo), with ``<stem>_results.json`` beside it. An image that cannot
     be read is skipped with a warning; only when none can be drawn is it an error.
+
+    An RGB-D model (``INPUT.DEPTH.ENABLED``) reads each photo's depth image from
+    ``depth_dir``: ``<photo stem>.png``, 16-bit mm, aligned (a missing one skips the photo).
     """
     inputs = list(inputs)
+    if cfg.INPUT.DEPTH.ENABLED and depth_dir is None:
+        raise GrapeInputError("INPUT.DEPTH.ENABLED: give --depth DIR, the folder of the depth "
+                              "PNGs (same file stem as each photo)")
+    if depth_dir is not None:
+        if not cfg.INPUT.DEPTH.ENABLED:
+            raise GrapeInputError(f"{depth_dir}: --depth given but the config's "
+                                  "INPUT.DEPTH.ENABLED is False (an RGB model)")
+        if not os.path.isdir(depth_dir):
+            raise GrapeInputError(f"{depth_dir}: --depth folder not found")
     output = Path(output)
     single_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
     if single_file and len(inputs) != 1:
@@ -168,16 +221,18 @@ def visualize_files(
         check_output_folder(output, inputs)
     predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
     if single_file:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(output)  # one line when a file stands in the way
         return _draw_all(predictor, inputs, output.parent, output.parent,
-                         overlay_name=output.name, results_name=f"{output.stem}_results.json")
+                         overlay_name=output.name, results_name=f"{output.stem}_results.json",
+                         depth_dir=depth_dir)
     with replacing_folder(output) as tmp:
-        summary = _draw_all(predictor, inputs, tmp, output)
+        summary = _draw_all(predictor, inputs, tmp, output, depth_dir=depth_dir)
     return summary
 
 
 def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_dir: Path,
-              overlay_name: str | None = None, results_name: str = "coco_results.json") -> dict:
+              overlay_name: str | None = None, results_name: str = "coco_results.json",
+              depth_dir: str | os.PathLike | None = None) -> dict:
     """Draw every readable input into ``write_dir``; paths returned are under ``final_dir``."""
     results: list[dict] = []
     written: list[str] = []
@@ -187,11 +242,14 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
     for image_id, path in enumerate(tqdm(inputs, desc="visualize", unit="img"), start=1):
         try:
             image = load_image(path)
+            depth = None if depth_dir is None else read_depth(
+                Path(depth_dir) / f"{path.stem}.png", image.shape[:2]
+            )
         except GrapeInputError as e:
             logger.warning("skipped: %s", e)
             skipped.append(str(e))
             continue
-        outputs = predictor(image)
+        outputs = predictor(image) if depth is None else predictor(image, depth)
         name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
         used_names.add(name)
         png_name = overlay_name or f"{name}.png"
@@ -247,6 +305,9 @@ def visualize_video(
         if output.exists() and not output.is_dir():
             raise GrapeInputError(f"{output}: --output must be a folder or a .mp4/.avi/.mkv file")
         output = output / f"{video.stem}.mp4"
+    if cfg.INPUT.DEPTH.ENABLED:
+        raise GrapeInputError(f"{video}: an RGB-D model (INPUT.DEPTH.ENABLED) cannot run on a "
+                              "video, which has no depth images")
     if output.resolve() == video.resolve():
         raise GrapeInputError(f"{output}: --output would overwrite the input video")
     capture = cv2.VideoCapture(str(video))
@@ -256,7 +317,7 @@ def visualize_video(
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     counts_path = output.with_name(f"{output.stem}_counts.csv")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(output)  # one line when a file stands in the way
     tmp_video = output.with_name(f".{output.stem}.tmp{output.suffix}")
     writer = None
     rows = ["frame,time_s,bunches"]

@@ -47,3 +47,17 @@ def trained_run(tiny_synth, tmp_path_factory):
 def trained_model(trained_run) -> Path:
     """Checkpoint written by ``trained_run``."""
     return trained_run[0] / "model_final.pth"
+
+
+@pytest.fixture(autouse=True)
+def isolated_dataset_catalog():
+    """Forget the datasets a test registered in this process, as a new tool process would:
+    a semantic view registered with one test's cache folder must not refuse the next test's."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    before = set(DatasetCatalog.list())
+    yield
+    for name in set(DatasetCatalog.list()) - before:
+        DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():  # metadata exists only once something asked for it
+            MetadataCatalog.remove(name)

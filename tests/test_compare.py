@@ -2,6 +2,7 @@
 
 import csv
 import json
+from collections import Counter
 
 import pytest
 
@@ -24,6 +25,13 @@ def test_budget_sets_iterations_and_scales_the_schedule():
     assert cfg.SOLVER.WARMUP_ITERS == 25
     apply_budget(cfg, 8)  # 2 iterations: steps at or past the end are dropped
     assert cfg.SOLVER.MAX_ITER == 2 and tuple(cfg.SOLVER.STEPS) == (1,)
+
+
+def table_rows(md: str) -> list[list[str]]:
+    """The body rows of the ranking table in comparison.md, as lists of cell texts."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("|")]
+    return [r for r in rows if r[0].isdigit()]
 
 
 def run_row(model, seed, iou, **extra):
@@ -50,8 +58,10 @@ def test_seeds_are_averaged_and_models_ranked_by_bunch_iou():
                "seeds": 2, "semantic_thresh": 0.5, "count_thresh": 0.5, "machine": "m",
                "wall_s": 1.0}
     md = render_markdown(rows, context)
-    assert "| 1 | B | 65.0 ± 7.1 | 75.0 ± 7.1 | 90.0 ± 0.0 | 32.0 ± 2.8 | 1.00 ± 0.71 |" in md
-    assert "| 2 | A | 52.0 ± 2.8 | 62.0 ± 2.8 | 95.0 ± 0.0 | - | - |" in md
+    table = table_rows(md)
+    assert table[0][:7] == ["1", "B", "65.0 ± 7.1", "75.0 ± 7.1", "90.0 ± 0.0", "32.0 ± 2.8",
+                            "1.00 ± 0.71"]
+    assert table[1][:7] == ["2", "A", "52.0 ± 2.8", "62.0 ± 2.8", "95.0 ± 0.0", "-", "-"]
     assert "CPU smoke comparison" in md
     parsed = list(csv.DictReader(render_csv(rows).splitlines()))
     assert [r["model"] for r in parsed] == ["B", "A"] and parsed[1]["segm_ap"] == ""
@@ -72,19 +82,43 @@ def test_compare_writes_three_files_with_five_rows(tiny_synth, tmp_path, monkeyp
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert {r["model"] for r in rows} == MODELS and len(rows) == 5
     by_model = {r["model"]: r for r in rows}
-    for row in rows:
+    # Ranked 1..5 by bunch IoU, best first.
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
+    ious = [float(r["iou_bunch"]) for r in rows]
+    assert ious == sorted(ious, reverse=True)
+    folders = {"Mask R-CNN": "mask_rcnn", "SegNet": "segnet", "PSPNet": "pspnet",
+               "UNet": "unet", "FCN-8s": "fcn8s"}
+    for model, row in by_model.items():
         assert row["iterations"] == "2" and row["seeds"] == "1"  # 4 images / batch 2
-        for key in ("iou_bunch", "miou", "dice_bunch", "params_m", "train_s", "s_per_iter",
-                    "infer_ms"):
-            assert float(row[key]) >= 0, (row["model"], key)
-        assert 0 <= float(row["miou"]) <= 100
-    assert float(by_model["Mask R-CNN"]["count_mae"]) >= 0
-    assert by_model["Mask R-CNN"]["segm_ap"] != ""
+        # Each cell is the model's own evaluation (run.json keeps Detectron2's results).
+        sem = json.loads((out / folders[model] / "seed0" / "run.json").read_text())[
+            "results"]["sem_seg"]
+        assert float(row["iou_bunch"]) == pytest.approx(sem["IoU-bunch"])
+        assert float(row["miou"]) == pytest.approx(sem["mIoU"])
+        assert float(row["dice_bunch"]) == pytest.approx(sem["Dice-bunch"])
+        # Same confusion matrix: mIoU is the mean of the two IoUs, Dice = 2 IoU / (1 + IoU).
+        assert sem["mIoU"] == pytest.approx((sem["IoU-bunch"] + sem["IoU-background"]) / 2)
+        iou = sem["IoU-bunch"] / 100
+        assert sem["Dice-bunch"] == pytest.approx(200 * iou / (1 + iou), abs=1e-3)
+        for key in ("params_m", "train_s", "s_per_iter", "infer_ms"):
+            assert float(row[key]) > 0, (model, key)
     assert all(by_model[m]["segm_ap"] == by_model[m]["count_mae"] == ""
                for m in MODELS - {"Mask R-CNN"})
+    # Mask R-CNN's count MAE, recomputed from its written detections and the val annotations.
+    mask_rcnn = json.loads((out / "mask_rcnn" / "seed0" / "run.json").read_text())["results"]
+    assert float(by_model["Mask R-CNN"]["segm_ap"]) == pytest.approx(mask_rcnn["segm"]["AP"])
+    detections = json.loads(
+        (out / "mask_rcnn" / "seed0" / "inference" / "coco_instances_results.json").read_text())
+    gt = json.loads((tiny_synth / "annotations" / "instances_val.json").read_text())
+    true = Counter(a["image_id"] for a in gt["annotations"] if not a["iscrowd"])
+    found = Counter(d["image_id"] for d in detections if d["score"] >= 0.5)
+    mae = sum(abs(found[i["id"]] - true[i["id"]]) for i in gt["images"]) / len(gt["images"])
+    assert float(by_model["Mask R-CNN"]["count_mae"]) == pytest.approx(mae)
     md = (out / "comparison.md").read_text()
     assert md.startswith("# Grape model comparison: CPU smoke comparison")
-    assert sum(line.startswith("| ") and line[2].isdigit() for line in md.splitlines()) == 5
+    table = table_rows(md)
+    assert [cells[:2] for cells in table] == [[r["rank"], r["model"]] for r in rows]
+    assert [cells[2] for cells in table] == [f"{float(r['iou_bunch']):.1f}" for r in rows]
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for folder in ("mask_rcnn", "segnet", "pspnet", "unet", "fcn8s"):
         run = out / folder / "seed0"

@@ -134,12 +134,15 @@ def build_cases(ws: Path) -> dict:
     bad_regions = [
         SQUARE,
         region([-20, 20, 20, -20], [10, 10, 30, 30]),            # 2 points outside: clipped
-        region([10, 20, float("nan")], [10, 10, 20]),            # NaN
+        region([10, 20, None], [10, 10, 20]),                    # null (VIA's NaN)
         region([10, 20, "x"], [10, 10, 20]),                     # non-numeric
         region([10, 20], [10, 10]),                              # 2 points
         region([10, 20, 30], [10, 10]),                          # mismatched x / y
         region([10, 20, 30], [10, 20, 30]),                      # zero area
     ]
+    case("nan_is_not_json", {"p.json": lambda p: p.write_text(via_export(
+        p.parent / "images", {"a.jpg": [region([10, 20, float("nan")], [10, 10, 20])]}))},
+         via, expect=r"p\.json: NaN is not standard JSON")
     case("region_warnings", {"p.json": lambda p: p.write_text(via_export(
         p.parent / "images", {"a.jpg": bad_regions}, sizes={"a.jpg": 99}))}, via, rc=0)
     case("exif_rotated", {"images/r.jpg": lambda p: jpeg(p, 64, 48, orientation=8),
@@ -188,7 +191,7 @@ ERROR_CASES = [
     "via_file_given_to_labelme", "missing_image", "zero_byte_image", "unreadable_image",
     "duplicate_file_names", "path_traversal", "absolute_path", "labelme_image_outside_root",
     "pixel_limit", "output_exists", "split_bad_fractions", "merge_not_coco",
-    "predictions_not_results",
+    "predictions_not_results", "nan_is_not_json",
 ]
 
 

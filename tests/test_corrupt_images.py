@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from grape_instances.convert import images as images_module
 from grape_instances.convert.images import (
@@ -272,6 +273,12 @@ def test_train_net_skips_a_truncated_image_in_training_and_evaluation(tiny_synth
         coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in ids]
         victim = root / "images" / split / keep[1]["file_name"]
         truncated_copy(victim)
+        with Image.open(INTACT) as photo:  # the JSON agrees with the header; the data is cut
+            keep[1]["width"], keep[1]["height"] = photo.size
+        for ann in coco["annotations"]:  # polygons: an RLE is sized for the 128 px image
+            if ann["image_id"] == keep[1]["id"]:
+                x, y, w, h = ann["bbox"]
+                ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
         names[split] = str(victim)
         json_file = tmp_path / f"{split}.json"
         json_file.write_text(json.dumps(coco))

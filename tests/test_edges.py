@@ -22,23 +22,46 @@ from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
 from grape_instances.synthetic.render import SynthConfig, image_rng, render_scene
 
+from .edge_bunches import dense_bunch, loose_bunch
 from .helpers import assert_user_error, run_tool
 
 
 def test_black_background_reaches_iou_0_9():
+    """Measured 0.957 (20 images, seed 0); the bar leaves a small margin below it."""
     result = edge_iou_benchmark(20, "black", seed=0)
     assert result["images"] == 20
-    assert result["mean_iou"] >= 0.9, result
+    assert result["mean_iou"] >= 0.93, result
     assert result["auto_background_accuracy"] >= 0.95, result
 
 
 def test_natural_background_is_measured_and_not_broken():
-    """Natural backgrounds are hard for a classical pipeline; measured (README), and guarded
-    against collapse well below the measured value (about 0.8 on this seed)."""
+    """Natural backgrounds are hard for a classical pipeline (README). Measured on this seed:
+    mean IoU 0.811, backgrounds all recognised; the bars leave a small margin below."""
     result = edge_iou_benchmark(8, "natural", seed=0, size=256)
     assert 0.0 <= result["min_iou"] <= result["mean_iou"] <= 1.0
-    assert result["mean_iou"] >= 0.6, result
-    assert result["auto_background_accuracy"] >= 0.85, result
+    assert result["mean_iou"] >= 0.78, result
+    assert result["auto_background_accuracy"] >= 7 / 8, result
+
+
+@pytest.mark.parametrize(("bunch", "size", "n", "bar"), [
+    ("loose", 256, 8, 0.94),   # measured 0.966 (min 0.946); before the fix 0.679
+    ("loose", 2048, 3, 0.95),  # measured 0.987 (min 0.982); before the fix 0.574
+    ("dense", 256, 8, 0.92),   # measured 0.938 (min 0.883); before the fix 0.928
+    ("dense", 2048, 2, 0.94),  # measured 0.966 (min 0.962); before the fix 0.961
+])
+def test_black_outline_follows_the_berries_loose_or_dense_at_any_size(bunch, size, n, bar):
+    """Issue 8, defect 10: against the closed bunch silhouette (tests/edge_bunches.py), on
+    an independent generator's loose bunches (berries apart, gaps between them) and on the
+    project's dense ones, from 256 to 2048 px. A fixed closing left the gaps of loose
+    bunches open (or dropped their berries) and a threshold just above the cloth put a rim
+    of halo around every berry."""
+    make = loose_bunch if bunch == "loose" else dense_bunch
+    ious = []
+    for seed in range(n):
+        image, silhouette, _ = make(seed, size)
+        ious.append(mask_iou(auto_annotate(image, "black").mask, silhouette))
+    assert np.mean(ious) >= bar, ious
+    assert min(ious) >= 0.85, ious
 
 
 def test_polygons_are_simplified_and_rasterise_to_the_mask():

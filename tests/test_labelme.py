@@ -150,7 +150,7 @@ def test_bad_shapes_are_skipped_with_counts(folder, tmp_path):
         _shape("a", [[1, 1], [5, 1]]),                       # 2 points
         _shape("a", [[1, 1], [5, 1], [9, 1]]),               # zero area
         _shape("a", [[1, 1], [5, "x"], [9, 9]]),             # non-numeric
-        _shape("a", [[1, 1], [5, float("nan")], [9, 9]]),    # NaN (json writes NaN)
+        _shape("a", [[1, 1], [5, None], [9, 9]]),            # null (a NaN file is refused)
         _shape("a", [[-10, 1], [30, 1], [30, 20]]),          # clipped by the rasteriser
         _shape("a", [[1, 1], [5, 1], [5, 5]], "rectangle"),  # 3 points: malformed rectangle
     ]

@@ -35,3 +35,24 @@ def test_convert_labelme_on_user_data_takes_its_folder_as_root():
 def test_real_target_runs_the_real_tool_on_the_shared_photos():
     out = dry_run("real")
     assert "tools/real.py" in out and "real-data/wgisd-train" in out
+
+
+def test_auto_annotate_sample_comes_from_make_synthetic(tmp_path):
+    """`make auto-annotate` without IMAGES= renders its sample with a make_synthetic.py flag
+    (no inline Python); run as the Makefile runs it, it writes the 8 one-bunch images the
+    edge annotator is measured on (those of write_sample_images, byte for byte)."""
+    from grape_instances.convert.edges import write_sample_images
+    from tests.helpers import assert_user_error, run_tool
+
+    sample = tmp_path / "sample"
+    lines = dry_run("auto-annotate", f"EDGES_SAMPLE={sample}").replace("\\\n", " ").splitlines()
+    assert not [ln for ln in lines if " -c " in ln]
+    render = [ln for ln in lines if "tools/make_synthetic.py --edges-sample" in ln]
+    assert len(render) == 1
+    subprocess.run(render[0], shell=True, cwd=ROOT, check=True, capture_output=True)
+    expected = write_sample_images(tmp_path / "expected", n=8, background="black")
+    written = sorted((sample / "images").iterdir())
+    assert [p.name for p in written] == [p.name for p in expected]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(written, expected, strict=True))
+    assert_user_error(run_tool("make_synthetic.py", "--edges-sample", "--count", "0",
+                               "--out", str(tmp_path / "none")), "--count")

@@ -1,6 +1,9 @@
 """split (by image, deterministic, grouped) and merge (renumbered ids, label map, rebase)."""
 
 import json
+import re
+import threading
+import time
 
 import pytest
 
@@ -130,3 +133,74 @@ def test_label_map_format_errors(tmp_path):
     (tmp_path / "x.json").write_text("[1]")
     with pytest.raises(GrapeInputError, match="must map names"):
         read_label_map(tmp_path / "x.json")
+
+
+def test_two_concurrent_splits_cannot_both_succeed(coco_file, tmp_path, monkeypatch):
+    """Two splits of one file into one folder with different seeds, without --overwrite:
+    one writes a consistent train / val pair, the other sees "output already exists"
+    (the issue measured both succeeding and train / val from different runs)."""
+    import grape_instances.convert.split as split_module
+
+    real_subset = split_module.subset
+
+    def slow_subset(*args):  # widen the window between the existence check and the rename
+        time.sleep(0.2)
+        return real_subset(*args)
+
+    monkeypatch.setattr(split_module, "subset", slow_subset)
+    out = tmp_path / "o"
+    results: dict[int, str] = {}
+
+    def run(seed: int) -> None:
+        try:
+            split_coco_file(coco_file, out, val=0.3, seed=seed)
+            results[seed] = "ok"
+        except GrapeInputError as e:
+            results[seed] = str(e)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r == "ok" for r in results.values()) == [False, True], results
+    assert "output already exists" in [r for r in results.values() if r != "ok"][0]
+    train, val = load(out / "all_train.json"), load(out / "all_val.json")
+    assert train["info"]["split_seed"] == val["info"]["split_seed"]
+    ids = [img["id"] for img in train["images"] + val["images"]]
+    assert sorted(ids) == list(range(1, 21))  # one run's partition, nothing twice
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["categories"][0].update(id={"1": 1}), "category #0 has id {'1': 1}"),
+    (lambda d: d.update(categories=[["bunch", 1]]), "category #0 is not an object"),
+    (lambda d: d["images"][3].update(id=[4]), "image #3 has id [4]"),
+    (lambda d: d["annotations"][0].update(category_id=None), "annotation #0 has category_id "
+                                                              "None"),
+    (lambda d: d["annotations"][1].pop("id"), "annotation #1 has no 'id'"),
+    (lambda d: d["images"][0].update(id=True), "image #0 has id True"),
+])
+def test_split_and_merge_refuse_ids_pycocotools_cannot_index(tmp_path, change, message):
+    """Dict / list ids and list categories crashed split and merge (TypeError,
+    AttributeError) or gave outputs pycocotools' COCO() refuses: now one line each."""
+    data = make_coco()
+    change(data)
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(GrapeInputError, match=re.escape(f"{path}: {message}")):
+        split_coco_file(path, tmp_path / "o")
+    with pytest.raises(GrapeInputError, match=re.escape(f"{path}: {message}")):
+        merge_coco_files([path], tmp_path / "m.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.json"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_split_and_merge_never_pass_non_standard_json_through(tmp_path, value):
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps(make_coco()).replace('"area": 4.0', f'"area": {value}', 1))
+    with pytest.raises(GrapeInputError, match="all.json: .*(not standard JSON|out of range)"):
+        split_coco_file(path, tmp_path / "o")
+    with pytest.raises(GrapeInputError, match="all.json: .*(not standard JSON|out of range)"):
+        merge_coco_files([path], tmp_path / "m.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.json"]
+

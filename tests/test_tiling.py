@@ -315,7 +315,7 @@ def test_visualize_tile_flags_set_the_config(monkeypatch, tmp_path):
     spec.loader.exec_module(tool)
     seen = {}
 
-    def fake_visualize_files(cfg, inputs, output):
+    def fake_visualize_files(cfg, inputs, output, **kwargs):
         seen["cfg"] = cfg
         return {"overlays": [], "label_maps": [], "results": "r.json", "num_detections": 0}
 

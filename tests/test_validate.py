@@ -69,7 +69,44 @@ MUTATIONS = {
     "short polygon": (lambda d: d["annotations"][0].update(segmentation=[[10, 10, 30, 10]]),
                       ">= 6 numbers"),
     "mask outside": (lambda d: d["annotations"][0].update(
-        segmentation=[[100, 100, 120, 100, 120, 120]]), "empty masks"),
+        segmentation=[[70, 50, 80, 50, 80, 60]]), "empty masks"),
+    "far coordinate": (lambda d: d["annotations"][0].update(
+        segmentation=[[10, 10, 1e9, 10, 30, 30]]), "more than 1 image size outside"),
+    "far negative": (lambda d: d["annotations"][0].update(
+        segmentation=[[10, 10, 30, 10, 30, -65]]), "more than 1 image size outside"),
+    "bbox of 3": (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "malformed bbox"),
+    "bbox of strings": (lambda d: d["annotations"][0].update(bbox=["1", 2, 3, 4]),
+                        "malformed bbox"),
+    "no height": (lambda d: d["images"][0].pop("height"), "positive integer height / width"),
+    "box only": (lambda d: d["annotations"][0].pop("segmentation"), "without a segmentation"),
+    "null segmentation": (lambda d: d["annotations"][0].update(segmentation=None),
+                          "without a segmentation"),
+    "empty segmentation": (lambda d: d["annotations"][0].update(segmentation=[]),
+                           "without a segmentation"),
+    "not a segmentation": (lambda d: d["annotations"][0].update(segmentation="x"),
+                           "neither polygons nor RLE"),
+    "rle float size": (lambda d: d["annotations"][1]["segmentation"].update(size=[48.0, 64.0]),
+                       "RLE 'size'"),
+    "rle int size": (lambda d: d["annotations"][1]["segmentation"].update(size=48),
+                     "RLE 'size'"),
+    "rle huge size": (lambda d: d["annotations"][1]["segmentation"].update(size=[2 ** 70, 1]),
+                      "RLE sizes"),
+    "rle float counts": (lambda d: d["annotations"][1]["segmentation"].update(counts=[1.5, 3]),
+                         "malformed RLE counts"),
+    "rle huge counts": (lambda d: d["annotations"][1]["segmentation"].update(
+        counts=[2 ** 70, 48 * 64]), "malformed RLE counts"),
+    "rle negative counts": (lambda d: d["annotations"][1]["segmentation"].update(
+        counts=[-1, 48 * 64 + 1]), "malformed RLE counts"),
+    "rle counts of another size": (lambda d: d["annotations"][1]["segmentation"].update(
+        counts=[10, 20]), "malformed RLE counts"),
+    "rle counts dict": (lambda d: d["annotations"][1]["segmentation"].update(counts={}),
+                        "malformed RLE counts"),
+    "rle counts float": (lambda d: d["annotations"][1]["segmentation"].update(counts=3.5),
+                         "malformed RLE counts"),
+    "rle garbage string": (lambda d: d["annotations"][1]["segmentation"].update(counts="!!~"),
+                           "malformed RLE counts"),
+    "rle short string": (lambda d: d["annotations"][1]["segmentation"].update(
+        counts=d["annotations"][1]["segmentation"]["counts"][:-2]), "malformed RLE counts"),
     "rle size": (lambda d: d["annotations"][1]["segmentation"].update(size=[10, 10]),
                  "RLE sizes"),
     "not coco": (lambda d: d.pop("annotations"), "not a COCO instances JSON"),
@@ -165,3 +202,54 @@ def test_missing_or_malformed_json_is_a_user_error(tmp_path):
                                                    "categories": []}))
     with pytest.raises(GrapeInputError, match="images folder not found"):
         validate_coco_file(tmp_path / "ok.json", tmp_path / "nothere")
+
+
+def test_rle_string_counts_are_the_runs_of_the_mask():
+    """The compressed-RLE reader behind "malformed RLE counts" agrees with pycocotools."""
+    from pycocotools import mask as mask_utils
+
+    from grape_instances.convert.validate import rle_string_counts
+
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        h, w = (int(v) for v in rng.integers(1, 200, 2))
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        if i % 3 == 0:
+            mask[:] = i % 2
+        counts = mask_utils.encode(np.asfortranarray(mask))["counts"]
+        flat = mask.flatten(order="F")
+        edges = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]))
+        runs = ([0] if flat[0] else []) + np.diff(edges).tolist()
+        assert rle_string_counts(counts.decode("ascii"), h * w).tolist() == runs
+        assert rle_string_counts(counts, h * w + 1) is None  # one pixel short
+        assert rle_string_counts(counts, h * w - 1) is None  # one pixel too many
+
+
+def test_box_only_data_is_fine_for_a_box_model(dataset):
+    images, data = dataset
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    assert not validate_coco(data, images).ok
+    assert validate_coco(data, images, masks=False).ok
+    data["annotations"][0]["segmentation"] = [10, 10, 30, 10, 30, 30]  # Detectron2 crashes
+    report, errors = errors_of(data, images, masks=False)
+    assert any("flat segmentation" in e for e in errors)
+
+
+def test_json_sizes_above_the_pixel_limit_are_not_rasterised(dataset):
+    """A JSON claiming a 10^6 x 10^6 image: reported, and no mask of that size is made."""
+    images, data = dataset
+    data["images"][0].update(height=10 ** 6, width=10 ** 6)
+    data["annotations"][0]["segmentation"] = [[0, 0, 10 ** 6, 0, 10 ** 6, 10 ** 6]]
+    report, errors = errors_of(data, images)
+    assert "images above the pixel limit" in errors
+    assert not any("mask" in e for e in errors), errors
+
+
+def test_a_16_bit_image_is_an_error_with_and_without_deep(dataset):
+    images, data = dataset
+    Image.fromarray(np.full((48, 64), 50000, np.uint16)).save(images / "gray16.png")
+    data["images"][0]["file_name"] = "gray16.png"
+    for deep in (False, True):
+        report, errors = errors_of(data, images, deep=deep)
+        assert any("16-bit" in e for e in errors), errors

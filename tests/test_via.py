@@ -262,7 +262,6 @@ def test_keep_polygons_writes_polygon_segmentation(tmp_path, images):
 @pytest.mark.parametrize(
     "xs, ys, kind",
     [
-        ([10, 20, float("nan")], [10, 10, 20], P.NON_NUMERIC),
         ([10, 20, "30"], [10, 10, 20], P.NON_NUMERIC),
         ([10, 20, None], [10, 10, 20], P.NON_NUMERIC),
         ([10, 20], [10, 10], P.TOO_FEW_POINTS),
@@ -276,6 +275,14 @@ def test_broken_polygons_are_skipped_with_a_count(tmp_path, images, xs, ys, kind
     summary, coco = convert(tmp_path, via2(images, {"a.jpg": regions}), images)
     assert summary["warnings"][kind] == 1
     assert len(coco["annotations"]) == 1  # the good square survives
+
+
+def test_nan_in_the_file_is_a_one_line_error(tmp_path, images):
+    """NaN is not JSON (VIA itself writes null, skipped above): the file is refused."""
+    regions = [polygon([10, 20, float("nan")], [10, 10, 20]), polygon(*SQUARE)]
+    with pytest.raises(GrapeInputError, match=r"project\.json: NaN is not standard JSON"):
+        convert(tmp_path, via2(images, {"a.jpg": regions}), images)
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_coordinates_outside_are_clipped_exactly(tmp_path, images):

@@ -195,13 +195,17 @@ def add_validate_parser(subparsers) -> None:
     p.add_argument("--json", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="image root the file names are relative to")
     p.add_argument("--deep", action="store_true", help="decode every image, not just headers")
+    p.add_argument("--boxes-only", action="store_true",
+                   help="data for a box model (MODEL.MASK_ON False): annotations without a "
+                   "segmentation are fine")
     add_image_limit_arg(p)
 
     def run(args: argparse.Namespace) -> None:
         from grape_instances.convert.validate import validate_coco_file
 
         report = validate_coco_file(
-            args.json, args.images, deep=args.deep, max_pixels=args.max_pixels
+            args.json, args.images, deep=args.deep, max_pixels=args.max_pixels,
+            masks=not args.boxes_only,
         )
         print(report.format())
         if not report.ok:

@@ -1,8 +1,26 @@
 #!/usr/bin/env python
 """Render the embedded synthetic grape-bunch dataset (images + COCO, VIA 2 and labelme files).
 
-Example:
+Three modes:
+
+* default: vineyard RGB images with exact masks (COCO, VIA 2 and labelme), ``--train/--val``;
+* ``--dataset4``: the twin of GrapesNet Dataset 4, ``--count`` single weighed bunches on a
+  coral sheet with aligned 16-bit depth (mm), ``weights.csv`` and ``camera.json``;
+* ``--rgbd-scenes``: Dataset-3-style RGB-D scenes, several touching bunches at different
+  depths per image, with depth and ``camera.json``, ``--train/--val``;
+* ``--edges-sample``: ``--count`` one-bunch JPEGs (GrapesNet Dataset-1 style) straight into
+  ``--out``, what ``make auto-annotate`` annotates when no images are given.
+
+The RGB-D modes write ``images/``, ``depth/`` and ``annotations/`` under ``--out``, which is
+the image root to register (``file_name`` and ``depth_file`` are relative to it), and take
+the frame size as ``--frame WIDTHxHEIGHT`` (default 320x240).
+
+Examples:
     python tools/make_synthetic.py --out datasets/grapes_synth --train 200 --val 50 --seed 0
+    python tools/make_synthetic.py --dataset4 --count 200 --out datasets/grapes_d4
+    python tools/make_synthetic.py --rgbd-scenes --train 200 --val 50 --out datasets/grapes_rgbd
+    python tools/make_synthetic.py --edges-sample --count 8 --size 384 \
+        --out datasets/edges_sample/images
 """
 
 from __future__ import annotations
@@ -12,17 +30,40 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
+from grape_instances.convert.edges import write_sample_images
 from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.synthetic.dataset4 import generate_dataset4
 from grape_instances.synthetic.render import config_from_size, generate_dataset, split_statistics
+from grape_instances.synthetic.rgbd import (
+    RgbdConfig,
+    generate_rgbd_scenes,
+    parse_frame,
+    scene_config,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="datasets/grapes_synth", help="dataset root folder")
+    p.add_argument("--out", default=None, help="dataset root folder (default "
+                   "datasets/grapes_synth, _d4 or _rgbd by mode; --edges-sample: the images "
+                   "folder, default datasets/edges_sample/images)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dataset4", action="store_true",
+                      help="write the twin of GrapesNet Dataset 4 (weighed single bunches)")
+    mode.add_argument("--rgbd-scenes", action="store_true",
+                      help="write multi-bunch RGB-D scenes (GrapesNet Dataset 3 style)")
+    mode.add_argument("--edges-sample", action="store_true",
+                      help="write --count one-bunch images for the edge auto-annotator")
     p.add_argument("--train", type=int, default=200, help="number of training images")
     p.add_argument("--val", type=int, default=50, help="number of validation images")
+    p.add_argument("--count", type=int, default=200,
+                   help="--dataset4 / --edges-sample: number of images")
+    p.add_argument("--background", choices=("black", "natural"), default="black",
+                   help="--edges-sample: background of the one-bunch images")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (square)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (square; RGB "
+                   "and --edges-sample modes)")
+    p.add_argument("--frame", default="320x240", help="RGB-D modes: WIDTHxHEIGHT in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     return p.parse_args(argv)
 
@@ -31,12 +72,42 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="grape_instances")
+    if args.dataset4:
+        out = args.out or "datasets/grapes_d4"
+        width, height = parse_frame(args.frame)
+        paths = generate_dataset4(out, args.count, seed=args.seed,
+                                  cfg=RgbdConfig(width=width, height=height),
+                                  overwrite=args.overwrite)
+        st = paths["summary"]
+        print(f"synthetic Dataset 4 twin -> {out} | {st['images']} bunches, "
+              f"{st['weight_g'][0]:.0f}-{st['weight_g'][1]:.0f} g, varieties "
+              + ", ".join(f"{k} {v}" for k, v in st["varieties"].items()))
+        return
+    if args.edges_sample:
+        out = args.out or "datasets/edges_sample/images"
+        if args.count < 1:
+            raise GrapeInputError(f"--count must be at least 1, got {args.count}")
+        paths = write_sample_images(out, n=args.count, background=args.background,
+                                    size=args.size, seed=args.seed, overwrite=args.overwrite)
+        print(f"edges sample -> {out} | {len(paths)} one-bunch {args.background}-background "
+              f"images, {args.size} px")
+        return
     if args.train < 0 or args.val < 0:
         raise GrapeInputError(f"--train/--val must be >= 0, got {args.train}/{args.val}")
     splits = {name: n for name, n in (("train", args.train), ("val", args.val)) if n > 0}
     if not splits:
         raise GrapeInputError("nothing to generate: --train and --val are both 0")
-    written = generate_dataset(args.out, splits, seed=args.seed,
+    if args.rgbd_scenes:
+        out = args.out or "datasets/grapes_rgbd"
+        width, height = parse_frame(args.frame)
+        written = generate_rgbd_scenes(out, splits, seed=args.seed,
+                                       cfg=scene_config(width=width, height=height),
+                                       overwrite=args.overwrite)
+        print(f"synthetic RGB-D scenes -> {out} | " + " | ".join(
+            f"{s}: {n} images, {written[s]['bunches']} bunches" for s, n in splits.items()))
+        return
+    out = args.out or "datasets/grapes_synth"
+    written = generate_dataset(out, splits, seed=args.seed,
                                cfg=config_from_size(args.size), overwrite=args.overwrite)
     parts = []
     for split, paths in written.items():
@@ -45,8 +116,8 @@ def main(argv=None) -> None:
                      f"({st['mean_bunches_per_image']:.2f}/img, "
                      f"{100 * st['fraction_natural']:.0f}% natural, "
                      f"{100 * st['fraction_leaf_occluded']:.0f}% leaf-occluded)")
-    logging.getLogger("grape_instances").info("wrote %s", args.out)
-    print(f"synthetic grapes -> {args.out} | " + " | ".join(parts))
+    logging.getLogger("grape_instances").info("wrote %s", out)
+    print(f"synthetic grapes -> {out} | " + " | ".join(parts))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Same flags as Detectron2's tools/train_net.py, e.g.
 from detectron2.engine import default_argument_parser, launch
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
+from grape_instances.checkpoint import lock_output_dir
 from grape_instances.engine import build_config, check_config, train_or_evaluate
 from grape_instances.errors import exit_on_user_error
 
@@ -17,7 +18,9 @@ from grape_instances.errors import exit_on_user_error
 @exit_on_user_error
 def main() -> None:
     args = default_argument_parser().parse_args()
-    check_config(build_config(args.config_file, args.opts), args.eval_only, args.resume)
+    cfg = build_config(args.config_file, args.opts)
+    lock_output_dir(cfg.OUTPUT_DIR)  # one run per folder, held until this process exits
+    check_config(cfg, args.eval_only, args.resume)
     launch(
         train_or_evaluate,
         args.num_gpus,

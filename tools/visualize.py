@@ -31,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", required=True,
                    help="folder for the overlays and coco_results.json (replaced whole), an "
                         "image file for one input, or a video file for --video-input")
+    p.add_argument("--depth", metavar="DIR",
+                   help="RGB-D models (INPUT.DEPTH.ENABLED): folder of the depth images, "
+                        "16-bit PNGs in mm named <photo stem>.png")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of the instances drawn and saved")
     p.add_argument("--tile", type=int, default=0, metavar="SIZE",
@@ -62,7 +65,7 @@ def main(argv=None) -> None:
         done = visualize_video(cfg, args.video_input, args.output)
         print(f"{done['video']} ({done['frames']} frames) and {done['counts']} written")
         return
-    summary = visualize_files(cfg, expand_inputs(args.input), args.output)
+    summary = visualize_files(cfg, expand_inputs(args.input), args.output, depth_dir=args.depth)
     if summary.get("skipped"):
         print(f"skipped {len(summary['skipped'])} unreadable image(s): see the warnings above")
     print(f"{len(summary['overlays'])} overlays, {len(summary['label_maps'])} label maps and "

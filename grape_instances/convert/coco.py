@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .. import __version__
-from ..fileio import write_json_atomic
+from ..fileio import OutputSet, write_json_atomic
 
 DEFAULT_CATEGORY = "bunch"
 
@@ -166,6 +166,12 @@ class CocoBuilder:
             "categories": self.categories,
         }
 
-    def write(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write atomically (temporary file + rename); refuse to overwrite unless asked."""
-        write_json_atomic(path, self.to_dict(), overwrite=overwrite)
+    def write(self, path: str | os.PathLike, overwrite: bool = False,
+              outputs: OutputSet | None = None) -> None:
+        """Write atomically (temporary file + rename); refuse to overwrite unless asked.
+        With ``outputs`` (of :func:`~grape_instances.fileio.atomic_outputs`) the file is
+        one of a set renamed into place together."""
+        if outputs is not None:
+            outputs.write_json(path, self.to_dict())
+        else:
+            write_json_atomic(path, self.to_dict(), overwrite=overwrite)

@@ -16,7 +16,7 @@ import tempfile
 from array import array
 from typing import Any
 
-from ..fileio import atomic_open
+from ..fileio import OutputSet, atomic_open
 from .coco import CocoBuilder
 
 
@@ -30,7 +30,7 @@ class _Spill:
     def append(self, obj: dict) -> None:
         if self.count:
             self.file.write(",")
-        json.dump(obj, self.file, separators=(",", ":"))
+        json.dump(obj, self.file, separators=(",", ":"), allow_nan=False)
         self.count += 1
 
     def copy_to(self, f) -> None:
@@ -94,11 +94,15 @@ class StreamingCocoBuilder(CocoBuilder):
     def to_dict(self) -> dict:
         raise TypeError("StreamingCocoBuilder keeps its records on disk; use write()")
 
-    def write(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write the whole JSON atomically, streaming the records from the spill files."""
+    def write(self, path: str | os.PathLike, overwrite: bool = False,
+              outputs: OutputSet | None = None) -> None:
+        """Write the whole JSON atomically, streaming the records from the spill files
+        (standard JSON: records holding NaN / Infinity were refused when added)."""
         head = {"info": self.info, "licenses": [], "categories": self.categories}
-        with atomic_open(path, "w", overwrite=overwrite) as f:
-            f.write(json.dumps(head)[:-1])
+        opened = atomic_open(path, "w", overwrite=overwrite) if outputs is None \
+            else outputs.open(path, "w")
+        with opened as f:
+            f.write(json.dumps(head, allow_nan=False)[:-1])
             f.write(', "images": [')
             self._image_spill.copy_to(f)
             f.write('], "annotations": [')

@@ -9,15 +9,20 @@ to correct by hand (natural background), without anyone drawing a polygon:
    then Gaussian-blurred to remove JPEG noise and the texture inside berries.
 2. **Foreground evidence**, by background type:
 
-   * ``black``: the brightness (HSV value, max of B, G, R) thresholded with Otsu (with a
-     floor, so a near-empty image does not split sensor noise), united with dilated Canny
-     edges, which catch dark berries whose outline is brighter than the cloth.
+   * ``black``: the brightness (HSV value, max of B, G, R) above the cloth's own statistics
+     (hysteresis between a sure and a weak level), united with Canny edges near it, which
+     catch dark berries whose outline is brighter than the cloth; then trimmed to the level
+     ``edge_level`` of the way from the cloth to the bunch's local brightness, where a
+     blurred edge really is (the weak level alone sits in the halo: a rim around the bunch).
    * ``natural``: a colour model of the background from the border strip of the image
      (k-means centres in Lab), each pixel scored by its distance to the nearest background
      colour, Otsu on that score, then GrabCut seeded with it (border = background,
      confident core = foreground) to follow the real colour boundary.
    * ``auto``: ``black`` when nearly all border pixels are dark, else ``natural``.
-3. **Morphology**: closing bridges the gaps between berries, opening removes specks.
+3. **Morphology**: closing bridges the gaps between berries, opening removes specks. On
+   black cloth a loose bunch (berries apart) is closed with a disc as wide as the measured
+   spacing of its berries, so the outline spans the gaps as an annotator draws it whatever
+   the resolution; a dense one keeps the small closing.
 4. **Hole filling** and the **largest component(s)**: outer contours only, filled; kept if
    at least ``min_component_ratio`` of the largest (a bunch split by its stalk stays whole).
 5. **Polygon simplification** with ``cv2.approxPolyDP`` at full resolution; the returned mask
@@ -45,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import GrapeInputError
-from ..fileio import atomic_open, check_output_path, write_json_atomic
+from ..fileio import atomic_open, atomic_outputs, check_output_path
 from .coco import DEFAULT_CATEGORY, CocoBuilder, polygons_to_rle, rle_to_mask
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -89,9 +94,23 @@ class EdgeParams:
     weak_margin: float = 4.0
     #: Lowest "sure bunch" brightness, whatever the cloth statistics say.
     min_threshold: int = 20
-    #: Closing / opening kernel diameters as fractions of the working short side.
+    #: Closing / opening kernel diameters as fractions of the working short side (on black
+    #: cloth the closing of a loose bunch is wider, see ``min_loose_berries``).
     close_frac: float = 0.015
     open_frac: float = 0.01
+    #: ``black``: a loose bunch (at least ``min_loose_berries`` separate berries) is closed
+    #: with a disc as wide as the median spacing of neighbouring berries, so the outline
+    #: runs across the gaps as an annotator draws it, at any resolution and packing; at most
+    #: ``max_close_frac`` of the bunch's size (square root of its convex hull area).
+    min_loose_berries: int = 5
+    max_close_frac: float = 0.4
+    #: ``black``: window of the local bunch brightness for ``edge_level`` (fraction of the
+    #: bunch's size: a few berries).
+    level_window_frac: float = 0.1
+    #: ``black``: the outline sits where the brightness is this fraction of the way from the
+    #: cloth to the bunch's local brightness, not at the faint halo that blur and JPEG leave
+    #: around bright berries (the weak threshold alone put a rim of 1-2 pixels there).
+    edge_level: float = 0.3
     #: Stalk removal: opening with a disc of this fraction of sqrt(mask area); removes
     #: the peduncle and other parts thinner than a berry, keeps berries.
     stalk_frac: float = 0.12
@@ -154,8 +173,9 @@ def _hysteresis(weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep[keep > 0])
 
 
-def _black_evidence(blurred: np.ndarray, params: EdgeParams) -> np.ndarray:
-    """Brightness above the cloth (with hysteresis) united with Canny edges near it."""
+def _black_evidence(blurred: np.ndarray, params: EdgeParams) -> tuple[np.ndarray, float]:
+    """Brightness above the cloth (with hysteresis) united with Canny edges near it, trimmed
+    to the berries' edge level; and the closing radius that suits this bunch."""
     h, w = blurred.shape[:2]
     border = _border_strip(h, w, params.border_frac)
     value = blurred.max(axis=2)
@@ -170,7 +190,82 @@ def _black_evidence(blurred: np.ndarray, params: EdgeParams) -> np.ndarray:
     high = 1.5 * float(np.percentile(grad[border], 99.5)) + 10.0
     edges = cv2.Canny(value, high / 2, high) > 0
     near = cv2.dilate(strong.astype(np.uint8), _kernel(0.03 * min(h, w))) > 0
-    return fg | (edges & near)
+    found = fg | (edges & near)
+    size = _bunch_size(found, params)
+    radius = params.close_frac * min(h, w) / 2
+    trimmed = _trim_halo(value, found, med, params.level_window_frac * size, params)
+    loose = _loose_berries(trimmed, params)
+    if loose is None:
+        return trimmed, radius
+    # A loose bunch: bridge neighbouring berries, as an annotator does; the stalks are left
+    # out first, or the wide closing would span the corner between peduncle and top berries.
+    berries, spacing = loose
+    return berries, max(radius, min(spacing, params.max_close_frac * size))
+
+
+def _loose_berries(mask: np.ndarray, params: EdgeParams) -> tuple[np.ndarray, float] | None:
+    """The berries without their stalks and the median distance between neighbouring
+    berries when the berries stand apart (a loose bunch), else None.
+
+    The berry radius comes from the distance transform: in a disc of radius r, a tenth of
+    the pixels lie deeper than 0.68 r, while the rachis and pedicels are thin and barely
+    count. An opening of that diameter cuts the rachis and pedicels that join berries; the
+    cores (deeper than 0.35 r) part berries that almost touch. When most of the cores are
+    separate berry-sized blobs, their centres give the spacing. In a dense bunch they are
+    one body, and the floor radius applies.
+    """
+    m = mask.astype(np.uint8)
+    dt = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5)
+    radius = float(np.percentile(dt[m > 0], 90)) / 0.68 if m.any() else 0.0
+    if radius < 1.5:
+        return None
+    opened = cv2.morphologyEx(m, cv2.MORPH_OPEN, _kernel(radius))
+    cores = ((dt > 0.35 * radius) & (opened > 0)).astype(np.uint8)
+    n, _, stats, centres = cv2.connectedComponentsWithStats(cores, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    if n - 1 < params.min_loose_berries:
+        return None
+    typical = np.pi * (0.65 * radius) ** 2
+    berry = (areas >= 0.3 * typical) & (areas <= 3.0 * typical)
+    count = int(berry.sum())  # thousands of blobs are noise, not a bunch
+    if not params.min_loose_berries <= count <= 2000 or areas[berry].sum() < 0.5 * areas.sum():
+        return None
+    xy = centres[1:][berry]
+    dist = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(dist, np.inf)
+    return opened, float(np.median(dist.min(axis=1)))
+
+
+def _bunch_size(mask: np.ndarray, params: EdgeParams) -> float:
+    """Square root of the convex hull area of the mask's sizeable parts (specks and thin
+    stalks opened away first): the bunch's scale, whether its berries touch or not."""
+    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN,
+                         _kernel(params.open_frac * min(mask.shape)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return 0.0
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= 0.005 * areas.sum())
+    points = cv2.findNonZero(np.isin(labels, keep).astype(np.uint8))
+    return float(np.sqrt(cv2.contourArea(cv2.convexHull(points))))
+
+
+def _trim_halo(value: np.ndarray, found: np.ndarray, cloth: float, window: float,
+               params: EdgeParams) -> np.ndarray:
+    """Keep the pixels of ``found`` brighter than ``edge_level`` of the way from the cloth to
+    the mean brightness of the bunch around them (a square of side ``window``).
+
+    A blurred step crosses that level at the object's edge, whatever its brightness; a fixed
+    threshold just above the cloth sits in the halo instead, further out the brighter the
+    berry. Local, so dark berries next to bright ones keep their own level.
+    """
+    f = found.astype(np.float32)
+    v = value.astype(np.float32)
+    k = 2 * int(round(window / 2)) + 1
+    total = cv2.boxFilter(v * f, -1, (k, k), normalize=False)
+    count = cv2.boxFilter(f, -1, (k, k), normalize=False)
+    local = total / np.maximum(count, 1e-6)
+    return found & (v > cloth + params.edge_level * (local - cloth))
 
 
 def _background_distance(blurred: np.ndarray, params: EdgeParams) -> np.ndarray:
@@ -254,11 +349,27 @@ def _fill_largest(mask: np.ndarray, params: EdgeParams) -> np.ndarray:
     return filled > 0
 
 
-def _clean(mask: np.ndarray, params: EdgeParams) -> np.ndarray:
-    """Closing, opening, hole filling, largest component(s), then stalk removal."""
+def _close(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Morphological closing with a disc of ``radius`` through two distance transforms: exact
+    Euclidean discs, and a cost that does not grow with the radius. Padded, so a bunch that
+    touches the frame is closed as if the cloth went on."""
+    pad = 2 * int(np.ceil(radius)) + 2
+    m = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT)
+    grown = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= radius
+    closed = cv2.distanceTransform(grown.astype(np.uint8), cv2.DIST_L2,
+                                   cv2.DIST_MASK_PRECISE) > radius
+    return closed[pad:-pad, pad:-pad].astype(np.uint8)
+
+
+def _clean(mask: np.ndarray, params: EdgeParams, close_radius: float | None = None) -> np.ndarray:
+    """Closing (``close_radius``, else the ``close_frac`` floor), opening, hole filling,
+    largest component(s), then stalk removal."""
     short = min(mask.shape)
     m = mask.astype(np.uint8)
-    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _kernel(params.close_frac * short))
+    if close_radius is None:
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _kernel(params.close_frac * short))
+    else:
+        m = _close(m, close_radius)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _kernel(params.open_frac * short))
     m = _fill_largest(m, params)
     if params.stalk_frac > 0 and m.any():
@@ -310,10 +421,10 @@ def auto_annotate(
     k = params.blur_ksize | 1
     blurred = cv2.GaussianBlur(small, (k, k), 0)
     if background == "black":
-        evidence = _black_evidence(blurred, params)
+        evidence, radius = _black_evidence(blurred, params)
+        work = _clean(evidence, params, radius)
     else:
-        evidence = _natural_evidence(small, blurred, params)
-    work = _clean(evidence, params)
+        work = _clean(_natural_evidence(small, blurred, params), params)
     if work.sum() < params.min_area_frac * work.size:
         return EdgeResult(np.zeros((h, w), bool), [], background)
     if scale < 1.0:  # back to full size through a smooth (linear) mask, then re-threshold
@@ -424,9 +535,11 @@ def convert_edges(
             warnings.add("empty masks", rel)
     builder.info["image_root"] = str(images_dir)
     builder.info["edge_params"] = asdict(params)
-    builder.write(out_json, overwrite=overwrite)
-    if via_out is not None:
-        write_json_atomic(via_out, via_project(records, images_dir, "edges"), overwrite=overwrite)
+    paths = [out_json] + ([via_out] if via_out is not None else [])
+    with atomic_outputs(paths, overwrite=overwrite) as outputs:  # both or neither
+        builder.write(out_json, outputs=outputs)
+        if via_out is not None:
+            outputs.write_json(via_out, via_project(records, images_dir, "edges"))
     warnings.log(logger, prefix=f"{images_dir}: ")
     summary = {"images": len(files), "annotated": len(builder.images),
                "backgrounds": counts, "warnings": warnings.as_dict()}

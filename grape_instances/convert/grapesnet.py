@@ -72,7 +72,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import GrapeInputError
-from ..fileio import check_output_path, read_json, write_json_atomic
+from ..fileio import atomic_outputs, check_output_path, read_json
 from .coco import DEFAULT_CATEGORY, CocoBuilder, rle_to_mask
 from .edges import EdgeParams, auto_annotate, detect_background
 from .images import (
@@ -280,7 +280,7 @@ def _check_depth_sizes(root: Path, images: list[GrapesNetImage], max_pixels: int
         if img.depth_rel is None:
             continue
         rgb = read_image_size(img.path, max_pixels=max_pixels)
-        dep = read_image_size(root / img.depth_rel, max_pixels=max_pixels)
+        dep = read_image_size(root / img.depth_rel, max_pixels=max_pixels, photo=False)
         if (rgb.width, rgb.height) != (dep.width, dep.height):
             warnings.add(DEPTH_SIZE, f"{img.depth_rel}: {dep.width}x{dep.height} vs "
                                      f"{rgb.width}x{rgb.height}")
@@ -623,18 +623,19 @@ def convert_grapesnet(
         raise GrapeInputError(f"{root}: none of the {len(images)} images has an annotation "
                               "(no Dataset-1 black-background images; pass --annotations)")
     written = []
-    for subset, builder in builders.items():
-        counts[subset]["instances"] = len(builder.annotations)
-        if not builder.images:
-            continue
-        builder.info["image_root"] = str(root)
-        path = outputs[subset]
-        check_output_path(path, overwrite)
-        write_json_atomic(path, builder.to_dict(), overwrite=overwrite)
-        written.append(path)
-        logger.info("%s: %d of %d images annotated, %d instances -> %s", subset,
-                    counts[subset]["annotated"], counts[subset]["images"],
-                    counts[subset]["instances"], path)
+    to_write = [outputs[s] for s, b in builders.items() if b.images]
+    with atomic_outputs(to_write, overwrite=overwrite) as out:  # every subset or none
+        for subset, builder in builders.items():
+            counts[subset]["instances"] = len(builder.annotations)
+            if not builder.images:
+                continue
+            builder.info["image_root"] = str(root)
+            path = outputs[subset]
+            out.write_json(path, builder.to_dict())
+            written.append(path)
+            logger.info("%s: %d of %d images annotated, %d instances -> %s", subset,
+                        counts[subset]["annotated"], counts[subset]["images"],
+                        counts[subset]["instances"], path)
     if unannotated:
         logger.warning("%d image(s) without any annotation, left out: %s", len(unannotated),
                        ", ".join(unannotated))

@@ -17,6 +17,13 @@ Converters never trust an annotation file's idea of where an image is or how big
   and training dies minutes later in a data-loader worker. Such a file raises
   :class:`UndecodableImageError`; converters leave it out as a counted warning
   (:func:`leave_out_undecodable`) or, with ``--strict-images``, refuse it.
+* Photos in a pixel format Detectron2 misreads are refused (:func:`check_photo_mode`,
+  :class:`UnsupportedImageModeError`), not converted: ``read_image`` converts a 16-bit
+  grayscale PNG with ``convert("RGB")``, which clips every value above 255, so the model
+  would train on an all-white image. Refusing costs one header read; scaling them to 8 bits
+  would need our own reader in every place Detectron2 reads an image (mappers, predictor,
+  visualize), so the user converts them once instead. Depth maps, which are 16-bit on
+  purpose, are read with ``photo=False``.
 
 Every failure is a :class:`~grape_instances.errors.GrapeInputError` whose message names the
 file. Checking the pixel count ourselves matters: importing labelme sets
@@ -59,6 +66,13 @@ UNDECODABLE = "undecodable or truncated images (left out with their annotations)
 #: Scale of the cheap decode: libjpeg still reads every byte, so truncation is caught.
 CHEAP_DECODE_SCALE = 8
 
+#: PIL modes that Detectron2's ``read_image`` (``Image.convert("RGB")``) turns into the right
+#: 8-bit colours. Every other mode is refused: ``I;16*`` (16-bit grayscale PNG / TIFF), ``I``
+#: (32-bit) and ``F`` (float) are clipped at 255, so nearly white; ``LAB`` and ``HSV`` are
+#: copied channel by channel as if they were RGB; ``La`` cannot be converted at all.
+PHOTO_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK",
+                         "YCbCr"})
+
 
 class UndecodableImageError(GrapeInputError):
     """An image file that exists but cannot be decoded (empty, not an image, truncated,
@@ -67,6 +81,24 @@ class UndecodableImageError(GrapeInputError):
     def __init__(self, path: str | os.PathLike, message: str) -> None:
         super().__init__(message)
         self.path = Path(path)
+
+
+class UnsupportedImageModeError(GrapeInputError):
+    """A photo whose pixel format (PIL mode) Detectron2 would read as wrong colours, e.g. a
+    16-bit grayscale PNG read as all white: refused, never left out silently."""
+
+
+def check_photo_mode(mode: str, path: str | os.PathLike) -> None:
+    """Refuse, in one line naming the file, a photo whose PIL ``mode`` is not in
+    :data:`PHOTO_MODES` (see the module docstring: clipped 16-bit, float, LAB...)."""
+    if mode not in PHOTO_MODES:
+        depth = {"I": "32-bit integer", "F": "32-bit float"}.get(
+            mode, "16-bit" if mode.startswith("I;16") else f"{mode!r}")
+        raise UnsupportedImageModeError(
+            f"{path}: {depth} image (PIL mode {mode}) is not supported: Detectron2 would read "
+            "it as wrong (clipped, nearly white) 8-bit colours; convert it to 8-bit RGB or "
+            "grayscale first (e.g. ImageMagick: convert IN -depth 8 OUT.png)"
+        )
 
 
 class ImageSize(NamedTuple):
@@ -196,6 +228,7 @@ def read_image_size(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     source: str | os.PathLike | None = None,
     decode: bool = False,
+    photo: bool = True,
 ) -> ImageSize:
     """Width and height from the header, after EXIF orientation.
 
@@ -203,7 +236,9 @@ def read_image_size(
     same open, so a truncated file is caught. Raises GrapeInputError (naming the file) when
     it is missing or larger than ``max_pixels`` (None disables the limit), and its subclass
     UndecodableImageError when it is empty, not an image PIL can identify, or (``decode``)
-    truncated or corrupt.
+    truncated or corrupt. A ``photo`` (the default; pass False for a depth map) in a pixel
+    format Detectron2 misreads, such as 16-bit grayscale, raises UnsupportedImageModeError:
+    it is refused, not scaled (see :func:`check_photo_mode`).
     """
     path = Path(path)
     _check_readable_file(path, source)
@@ -211,6 +246,8 @@ def read_image_size(
         with Image.open(path) as img:
             width, height = img.size
             orientation = _orientation(img)
+            if photo:
+                check_photo_mode(img.mode, path)
             _check_pixels(path, width, height, max_pixels)
             if decode:
                 decode_cheaply(img, path)
@@ -254,8 +291,9 @@ def decode_image(
 ) -> np.ndarray:
     """Decode an image exactly as Detectron2's ``read_image`` does (EXIF applied), safely.
 
-    The header is checked first (existence, size, pixel limit), so a bomb is refused before
-    any pixel is decoded. Truncated or corrupt pixel data becomes a GrapeInputError.
+    The header is checked first (existence, size, pixel limit, pixel format: a 16-bit image
+    is refused, not scaled), so a bomb is refused before any pixel is decoded. Truncated or
+    corrupt pixel data becomes a GrapeInputError.
     """
     from detectron2.data.detection_utils import read_image
 

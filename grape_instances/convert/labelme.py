@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..errors import GrapeInputError
-from ..fileio import atomic_open, check_output_path, read_json
+from ..fileio import atomic_outputs, check_output_path, read_json
 from .coco import DEFAULT_CATEGORY
 from .coco_stream import StreamingCocoBuilder
 from .images import (
@@ -42,6 +42,7 @@ from .images import (
     EXIF_ORIENTATION_TAG,
     ImageSize,
     UndecodableImageError,
+    check_photo_mode,
     decode_cheaply,
     leave_out_undecodable,
     read_image_size,
@@ -161,6 +162,7 @@ def _embedded_image(path: Path, max_pixels: int | None, decode: bool = True
             width, height = img.size
             fmt = (img.format or "PNG").lower()
             orientation = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
+            check_photo_mode(img.mode, path)  # a 16-bit imageData is refused like a file
             if max_pixels is not None and width * height > max_pixels:
                 raise GrapeInputError(
                     f"{path}: embedded image is {width} x {height} pixels, above the limit "
@@ -192,7 +194,7 @@ def shape_mask(shape: dict, height: int, width: int, warnings: WarningCounter, w
     from labelme.utils import img_b64_to_arr, shape_to_mask
 
     stype = shape.get("shape_type") or "polygon"
-    if stype not in AREA_SHAPES:
+    if not isinstance(stype, str) or stype not in AREA_SHAPES:
         warnings.add(SKIPPED_TYPE, where)
         return None
     pts = _points(shape)
@@ -303,13 +305,17 @@ def convert_labelme(
                 if ann_id is None:
                     warnings.add(EMPTY_MASK, where)
         builder.info["image_root"] = str(root_path)
-        if to_extract:
-            check_output_path(extract_dir, overwrite)
+        if to_extract and extract_dir.exists() and not overwrite:
+            raise GrapeInputError(f"{extract_dir}: output already exists (pass --overwrite "
+                                  "to replace it)")
+        # the COCO JSON and the images it names appear together or not at all
+        with atomic_outputs([out_path] + [t for _, t in to_extract],
+                            overwrite=overwrite) as outputs:
             for lf, target in to_extract:
                 raw, _, _ = _embedded_image(lf.json_path, max_pixels, decode=False)
-                with atomic_open(target, "wb", overwrite=True) as f:
+                with outputs.open(target, "wb") as f:
                     f.write(raw)
-        builder.write(out_path, overwrite=overwrite)
+            builder.write(out_path, outputs=outputs)
         summary = builder.summary(warnings)
     summary["undecodable"] = undecodable
     warnings.log(logger, prefix="labelme: ")

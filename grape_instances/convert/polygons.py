@@ -6,6 +6,12 @@ region into a clean flat ``[x1, y1, x2, y2, ...]`` polygon inside the image, or 
 (skip), recording every fix or skip in a :class:`WarningCounter` instead of logging per
 region. Clipping is exact (Sutherland-Hodgman against the image rectangle), so the mask of
 a clipped polygon is the in-image part of the original, not a distorted copy.
+
+Coordinates are bounded by the image before anything is clipped or rasterised
+(:func:`far_outside`): a vertex more than one image size outside the image (``1e9`` from a
+broken export) skips its region, so no later step spends memory on the numbers in a file
+(pycocotools' polygon rasteriser allocates in proportion to the polygon's length: one vertex
+at 1e9 took ``validate`` to 21.8 GB).
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ TOO_FEW_POINTS = "polygons with fewer than 3 points (skipped)"
 MISMATCHED_XY = "polygons with different numbers of x and y values (skipped)"
 ZERO_AREA = "regions with zero area (skipped)"
 OUTSIDE = "regions entirely outside the image (skipped)"
+FAR_OUTSIDE = "regions with coordinates more than one image size outside the image (skipped)"
+
+#: How far outside the image a vertex may lie, in image sizes (the larger side): vertices
+#: dragged past the border and VIA ellipses cut by it stay well within; anything further is
+#: a broken or mis-scaled file, and refusing it keeps memory in proportion to the image.
+OUTSIDE_MARGIN = 1.0
 
 
 def is_number(value: object) -> bool:
@@ -52,6 +64,27 @@ def numeric_array(values: object) -> np.ndarray | None:
         return None
     arr = arr.astype(np.float64)
     return arr if np.isfinite(arr).all() else None
+
+
+def far_outside(points: np.ndarray, width: float, height: float) -> bool:
+    """True when a vertex of ``points`` (N x 2, or a flat ``x1, y1, ...`` array) lies more
+    than :data:`OUTSIDE_MARGIN` image sizes outside the ``width`` x ``height`` image.
+
+    Check this before rasterising or clipping a polygon: callers then refuse or skip it, so
+    memory and time follow the image size, not the coordinates.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return False
+    margin = OUTSIDE_MARGIN * max(width, height)
+    return bool(pts[:, 0].min() < -margin or pts[:, 0].max() > width + margin
+                or pts[:, 1].min() < -margin or pts[:, 1].max() > height + margin)
+
+
+def entirely_outside(points: np.ndarray, width: float, height: float) -> bool:
+    """True when every vertex (N x 2) lies beyond the same border: nothing to clip."""
+    x, y = points[:, 0], points[:, 1]
+    return bool((x <= 0).all() or (x >= width).all() or (y <= 0).all() or (y >= height).all())
 
 
 def polygon_area(points: np.ndarray) -> float:
@@ -98,8 +131,9 @@ def sanitize_polygon(
     """Validate and clip one polygon given as separate x and y lists.
 
     Returns a flat ``[x1, y1, ...]`` list inside the image, or None when the region must
-    be skipped; either way the reason is counted in ``warnings`` (with ``where`` as the
-    first example).
+    be skipped (NaN, too few points, no area, entirely outside, or a vertex more than one
+    image size outside: see :func:`far_outside`); either way the reason is counted in
+    ``warnings`` (with ``where`` as the first example).
     """
     x = numeric_array(xs)
     y = numeric_array(ys)
@@ -115,6 +149,12 @@ def sanitize_polygon(
     points = np.stack([x, y], axis=1)
     if polygon_area(points) <= 0.0:
         warnings.add(ZERO_AREA, where)
+        return None
+    if entirely_outside(points, width, height):
+        warnings.add(OUTSIDE, where)
+        return None
+    if far_outside(points, width, height):
+        warnings.add(FAR_OUTSIDE, where)
         return None
     outside = (x < 0) | (x > width) | (y < 0) | (y > height)
     if outside.any():

@@ -20,7 +20,6 @@ categories are named by their id.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import defaultdict
@@ -32,7 +31,7 @@ import cv2
 import numpy as np
 
 from ..errors import GrapeInputError
-from ..fileio import atomic_open, check_output_path, read_json
+from ..fileio import atomic_outputs, check_output_path, read_json
 from ..synthetic.render import mask_polygons
 from .coco import rle_to_mask
 from .images import (
@@ -98,7 +97,23 @@ def load_results(path: str | os.PathLike) -> list[dict]:
     if data and not all(isinstance(d.get("segmentation"), dict) for d in data):
         raise GrapeInputError(f"{path}: predictions have no RLE 'segmentation' (box-only "
                               "model? masks are needed)")
+    for i, d in enumerate(data):
+        rle = d["segmentation"]
+        size = rle.get("size")
+        if not (_is_key(d["image_id"]) and _is_key(d["category_id"])
+                and isinstance(d["score"], (int, float)) and not isinstance(d["score"], bool)
+                and isinstance(size, list) and len(size) == 2
+                and all(_is_key(v) and not isinstance(v, str) for v in size)
+                and isinstance(rle.get("counts"), str)):
+            raise GrapeInputError(f"{path}: prediction #{i} is malformed (needs integer "
+                                  "image_id and category_id, a numeric score and an RLE "
+                                  "segmentation {size: [h, w], counts: text})")
     return data
+
+
+def _is_key(value: Any) -> bool:
+    """An id a table can be keyed by (an integer or a text; not a list, null or bool)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _image_table(coco_json: str | os.PathLike | None, images_dir: Path
@@ -108,10 +123,13 @@ def _image_table(coco_json: str | os.PathLike | None, images_dir: Path
         data = read_json(coco_json)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise GrapeInputError(f"{coco_json}: not a COCO JSON (no 'images' list)")
+        categories = data.get("categories", [])
         images = {img["id"]: img["file_name"] for img in data["images"]
-                  if isinstance(img, dict) and "id" in img and "file_name" in img}
-        cats = {c["id"]: str(c.get("name", c["id"])) for c in data.get("categories", [])
-                if isinstance(c, dict) and "id" in c}
+                  if isinstance(img, dict) and _is_key(img.get("id"))
+                  and isinstance(img.get("file_name"), str)}
+        cats = {c["id"]: str(c.get("name", c["id"]))
+                for c in (categories if isinstance(categories, list) else [])
+                if isinstance(c, dict) and _is_key(c.get("id"))}
         return images, cats
     files = list_image_files(images_dir)
     return {p.stem: p.name for p in files}, {}
@@ -204,13 +222,12 @@ def convert_predictions(
 
     labels = sorted({r["region_attributes"]["name"] for v in via_images.values()
                      for r in v["regions"]} | set(cat_names.values()))
-    if via_out is not None:
-        project = _via_project(via_images, labels, images_dir)
-        with atomic_open(via_out, "w", overwrite=overwrite) as f:
-            json.dump(project, f)
-    for target, record in labelme_files.items():
-        with atomic_open(target, "w", overwrite=overwrite) as f:
-            json.dump(record, f, indent=2)
+    paths = ([Path(via_out)] if via_out is not None else []) + list(labelme_files)
+    with atomic_outputs(paths, overwrite=overwrite) as out:  # the project and files together
+        if via_out is not None:
+            out.write_json(via_out, _via_project(via_images, labels, images_dir))
+        for target, record in labelme_files.items():
+            out.write_json(target, record, indent=2)
     summary = {"images": len(images), "instances": n_dets, "regions": n_regions,
                "kept_threshold": score_threshold}
     logger.info("predictions: %d images, %d instances (%d polygons) with score >= %s",

@@ -19,15 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GrapeInputError
-from ..fileio import check_output_path, read_json, write_json_atomic
+from ..fileio import atomic_outputs, check_output_path, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
+def _is_id(value: Any) -> bool:
+    """An id pycocotools and Detectron2 can index by: an integer (not a bool) or a text."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
+
+
 def load_coco(path: str | os.PathLike) -> dict:
-    """Read a COCO instances JSON, checking the three lists exist (one-line error if not)."""
+    """Read a COCO instances JSON, checking what split and merge rely on and pycocotools
+    indexes by (the three lists, records that are objects, integer or text ids): one line
+    naming the first bad record, instead of a traceback or an output ``COCO()`` refuses."""
     data = read_json(path)
     if not isinstance(data, dict) or not all(
             isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
@@ -35,12 +42,18 @@ def load_coco(path: str | os.PathLike) -> dict:
             f"{path}: not a COCO instances JSON (needs lists 'images', 'annotations', "
             "'categories')"
         )
-    for img in data["images"]:
-        if not isinstance(img, dict) or "id" not in img:
-            raise GrapeInputError(f"{path}: an image record has no 'id'")
-    for ann in data["annotations"]:
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            raise GrapeInputError(f"{path}: an annotation has no 'image_id'")
+    checks = (("images", "image", ("id",)), ("categories", "category", ("id",)),
+              ("annotations", "annotation", ("id", "image_id", "category_id")))
+    for key, what, fields in checks:
+        for i, rec in enumerate(data[key]):
+            if not isinstance(rec, dict):
+                raise GrapeInputError(f"{path}: {what} #{i} is not an object")
+            for name in fields:
+                if name not in rec:
+                    raise GrapeInputError(f"{path}: {what} #{i} has no {name!r}")
+                if not _is_id(rec[name]):
+                    raise GrapeInputError(f"{path}: {what} #{i} has {name} "
+                                          f"{repr(rec[name])[:40]} (must be an integer)")
     return data
 
 
@@ -147,10 +160,17 @@ def split_coco_file(
 ) -> dict[str, Path]:
     """Write ``<stem>_train.json``, ``<stem>_val.json`` (and ``_test``) into ``out_dir``.
 
-    All outputs are checked before any is written, so an existing file stops the run
-    without leaving a partial split. Returns the written paths per split.
+    The files are written all or none (:func:`~grape_instances.fileio.atomic_outputs`):
+    an existing file, a full disk or a concurrent split of the same file never leaves a
+    mixed or partial split. Returns the written paths per split.
     """
     data = load_coco(json_path)
+    names = [s for s in SPLIT_NAMES if s != "test" or test > 0]
+    stem = Path(json_path).stem
+    paths = {s: Path(out_dir) / f"{stem}_{s}.json" for s in names}
+    for p in paths.values():
+        if p.exists() and not overwrite:  # before any work; checked again under the lock
+            check_output_path(p, overwrite)
     if group_by is not None and not any(group_by in img for img in data["images"]):
         raise GrapeInputError(f"{json_path}: no image record has the key {group_by!r} "
                               "given by --group-by")
@@ -163,19 +183,19 @@ def split_coco_file(
         raise GrapeInputError("--group-by and --stratify-by cannot be combined")
     else:
         splits = assign_stratified_splits(data["images"], val, test, seed, stratify_by)
-    names = [s for s in SPLIT_NAMES if s != "test" or test > 0]
-    stem = Path(json_path).stem
-    paths = {s: Path(out_dir) / f"{stem}_{s}.json" for s in names}
-    for p in paths.values():
-        check_output_path(p, overwrite)
-    for s in names:
-        part = subset(data, splits[s], s)
-        part["info"]["split_seed"] = seed
-        write_json_atomic(paths[s], part, overwrite=True)
-        logger.info("%s: %d images, %d annotations -> %s", s, len(part["images"]),
-                    len(part["annotations"]), paths[s])
-        if not part["images"]:
-            logger.warning("%s split of %s is empty", s, json_path)
+    stale = Path(out_dir) / f"{stem}_test.json"
+    if "test" not in paths and stale.exists():
+        logger.warning("%s is from an earlier split (this one has no test set): remove it, "
+                       "its images may also be in the new train / val", stale)
+    with atomic_outputs(list(paths.values()), overwrite=overwrite) as outputs:
+        for s in names:
+            part = subset(data, splits[s], s)
+            part["info"]["split_seed"] = seed
+            outputs.write_json(paths[s], part)
+            logger.info("%s: %d images, %d annotations -> %s", s, len(part["images"]),
+                        len(part["annotations"]), paths[s])
+            if not part["images"]:
+                logger.warning("%s split of %s is empty", s, json_path)
     return paths
 
 
@@ -222,9 +242,10 @@ def merge_coco(
     for index, (source, data) in enumerate(datasets):
         cat_name = {}
         for cat in data["categories"]:
-            name = label_map.get(cat.get("name"), cat.get("name"))
+            name = cat.get("name")
             if not isinstance(name, str):
                 raise GrapeInputError(f"{source}: category {cat.get('id')!r} has no name")
+            name = label_map.get(name, name)
             cat_name[cat.get("id")] = name
             cat_ids.setdefault(name, len(cat_ids) + 1)
         image_id: dict[Any, int] = {}

@@ -149,7 +149,7 @@ def _iter_via2(records: Any, path: str | os.PathLike) -> Iterator[ViaImage]:
         size = rec.get("size", -1)
         try:
             size = int(size)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # e.g. "size": Infinity
             size = -1
         yield ViaImage(key, rec["filename"], size, _regions_list(rec.get("regions", []),
                                                                  path, key))
@@ -157,7 +157,8 @@ def _iter_via2(records: Any, path: str | os.PathLike) -> Iterator[ViaImage]:
 
 def _via3_shape(xy: Any) -> dict:
     """A VIA 3 ``xy`` array as VIA 2 ``shape_attributes``."""
-    if not isinstance(xy, list) or not xy or xy[0] not in VIA3_SHAPES:
+    if not isinstance(xy, list) or not xy or not isinstance(xy[0], int) \
+            or xy[0] not in VIA3_SHAPES:
         return {"name": "unknown"}
     name, v = VIA3_SHAPES[xy[0]], xy[1:]
     if name == "point" and len(v) >= 2:
@@ -180,10 +181,14 @@ def _via3_attribute_values(av: Any, attributes: dict) -> dict:
     if not isinstance(av, dict):
         return out
     for aid, value in av.items():
-        attr = attributes.get(str(aid), {})
-        name = attr.get("aname", str(aid))
-        options = attr.get("options") or {}
+        attr = attributes.get(str(aid))
+        attr = attr if isinstance(attr, dict) else {}
+        name = attr.get("aname")
+        name = name if isinstance(name, str) else str(aid)
+        options = attr.get("options")
+        options = options if isinstance(options, dict) else {}
         atype = attr.get("type")
+        atype = atype if isinstance(atype, int) else None
         if atype == VIA3_ATTR_CHECKBOX and isinstance(value, str):
             ids = [i for i in value.split(",") if i != ""]
             out[name] = {str(options.get(i, i)): True for i in ids}
@@ -200,6 +205,10 @@ def _iter_via3(data: dict, path: str | os.PathLike, warnings: WarningCounter
     attributes = data.get("attribute") or {}
     if not all(isinstance(x, dict) for x in (files, views, metadata, attributes)):
         raise GrapeInputError(f"{path}: VIA 3 'file', 'view', 'metadata' must be objects")
+    for vid, view in views.items():
+        if not isinstance(view, dict) or not isinstance(view.get("fid_list", []), list):
+            raise GrapeInputError(f"{path}: VIA 3 view {vid!r} is not an object with a "
+                                  "'fid_list' list")
     regions_by_fid: dict[str, list[dict]] = {}
     for mid, meta in metadata.items():
         if not isinstance(meta, dict):
@@ -221,6 +230,8 @@ def _iter_via3(data: dict, path: str | os.PathLike, warnings: WarningCounter
             "region_attributes": _via3_attribute_values(meta.get("av"), attributes),
         })
     vid_order = data["project"].get("vid_list") if isinstance(data["project"], dict) else None
+    if not isinstance(vid_order, list):
+        vid_order = None
     fids: list[str] = []
     for vid in vid_order or list(views):
         for fid in (views.get(str(vid)) or {}).get("fid_list") or []:
@@ -254,6 +265,8 @@ def shape_outline(shape: Any) -> tuple[list, list] | str:
     if not isinstance(shape, dict):
         return SKIPPED_UNKNOWN
     name = shape.get("name")
+    if not isinstance(name, str):
+        return SKIPPED_UNKNOWN
     if name in LINE_SHAPES:
         return SKIPPED_LINE
     if name not in AREA_SHAPES:
@@ -442,9 +455,10 @@ def declared_options(data: Any, attr: str) -> list[str]:
         return []
     if isinstance(data.get("attribute"), dict):  # VIA 3
         return [str(label) for a in data["attribute"].values() if isinstance(a, dict)
-                and a.get("aname") == attr and a.get("type") in VIA3_ATTR_OPTION_TYPES
+                and a.get("aname") == attr and a.get("type") in tuple(VIA3_ATTR_OPTION_TYPES)
                 and isinstance(a.get("options"), dict) for label in a["options"].values()]
-    region_attrs = (data.get("_via_attributes") or {}).get("region")  # VIA 2 project
+    via_attributes = data.get("_via_attributes")  # VIA 2 project
+    region_attrs = via_attributes.get("region") if isinstance(via_attributes, dict) else None
     spec = region_attrs.get(attr) if isinstance(region_attrs, dict) else None
     if isinstance(spec, dict) and spec.get("type") in ("radio", "dropdown", "checkbox") \
             and isinstance(spec.get("options"), dict):

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import GrapeInputError
-from ..fileio import check_output_path, write_json_atomic
+from ..fileio import atomic_outputs, check_output_path
 from .coco import DEFAULT_CATEGORY, CocoBuilder
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -322,11 +322,11 @@ def convert_wgisd(
             logger.warning("%s: no (decodable) masked images; no instance JSON written", split)
     if not pending:
         raise GrapeInputError(f"{root}: no masked images in any split; nothing to write")
-    for path, coco in pending:
-        check_output_path(path, overwrite)
-        write_json_atomic(path, coco, overwrite=overwrite)
-        logger.info("wrote %s (%d images, %d annotations)", path, len(coco["images"]),
-                    len(coco["annotations"]))
+    with atomic_outputs([path for path, _ in pending], overwrite=overwrite) as out:
+        for path, coco in pending:  # every split or none
+            out.write_json(path, coco)
+            logger.info("wrote %s (%d images, %d annotations)", path, len(coco["images"]),
+                        len(coco["annotations"]))
     warnings.log(logger)
     summary.warnings = warnings.as_dict()
     return summary

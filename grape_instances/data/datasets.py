@@ -14,17 +14,17 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 
 from ..errors import GrapeInputError
 from ..fileio import read_json
+from ..synthetic import layout as synthetic_layout
 
 logger = logging.getLogger(__name__)
 
 # Default class names for predicting without a registered dataset (grape_instances.predict);
 # registered datasets take theirs from their JSON.
 THING_CLASSES = ["bunch"]
-SYNTHETIC_SPLITS = ("train", "val")
 
 
 def synthetic_dataset_name(split: str) -> str:
@@ -55,10 +55,6 @@ def _read_thing_classes(json_file: str, _mtime_ns: int, _size: int) -> tuple[str
     return tuple(str(c["name"]) for c in sorted(categories, key=lambda c: c["id"]))
 
 
-def synthetic_json_file(root: str, split: str) -> str:
-    return os.path.join(root, "annotations", f"instances_{split}.json")
-
-
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
     """Register one COCO instances JSON under ``name``, its categories as ``thing_classes``.
 
@@ -78,17 +74,43 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     extra = {"thing_classes": thing_classes} if thing_classes is not None else {}
-    register_coco_instances(name, extra, json_file, image_root)
-    MetadataCatalog.get(name).set(evaluator_type="coco")
+    # Detectron2's register_coco_instances, with the images' depth files kept.
+    DatasetCatalog.register(name, lambda: load_coco_records(json_file, image_root, name))
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="coco", **extra
+    )
+
+
+def load_coco_records(json_file: str, image_root: str, name: str | None = None) -> list[dict]:
+    """Detectron2's ``load_coco_json`` records, plus ``depth_file_name`` (joined to the image
+    root, like ``file_name``) for images whose COCO entry names a ``depth_file``: Detectron2
+    keeps only the image keys it knows, and RGB-D input (INPUT.DEPTH) needs this one.
+
+    The JSON is parsed a second time only when it mentions ``depth_file`` at all.
+    """
+    records = load_coco_json(json_file, image_root, name)
+    with open(json_file, "rb") as f:
+        if b'"depth_file"' not in f.read():
+            return records
+    depth_files = {
+        image["id"]: image["depth_file"]
+        for image in read_json(json_file).get("images", [])
+        if isinstance(image, dict) and image.get("depth_file")
+    }
+    for record in records:
+        depth_file = depth_files.get(record["image_id"])
+        if depth_file:
+            record["depth_file_name"] = os.path.join(image_root, depth_file)
+    return records
 
 
 def register_synthetic(root: str) -> list[str]:
     """Register the synthetic splits written by ``tools/make_synthetic.py`` under ``root``."""
     names = []
-    for split in SYNTHETIC_SPLITS:
+    for split in synthetic_layout.SPLITS:
         name = synthetic_dataset_name(split)
         register_coco_dataset(
-            name, synthetic_json_file(root, split), os.path.join(root, "images", split)
+            name, synthetic_layout.coco_json(root, split), synthetic_layout.images_dir(root, split)
         )
         names.append(name)
     return names
@@ -100,9 +122,9 @@ def config_json_file(cfg, name: str) -> str | None:
     for entry in reversed(list(cfg.DATASETS.REGISTER)):
         if isinstance(entry, Sequence) and len(entry) == 3 and str(entry[0]) == name:
             return str(entry[1])
-    for split in SYNTHETIC_SPLITS:
+    for split in synthetic_layout.SPLITS:
         if name == synthetic_dataset_name(split):
-            return synthetic_json_file(cfg.DATASETS.SYNTHETIC_ROOT, split)
+            return str(synthetic_layout.coco_json(cfg.DATASETS.SYNTHETIC_ROOT, split))
     return None
 
 

@@ -8,6 +8,9 @@ import detectron2.data.transforms as T
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 
+from ..errors import GrapeInputError
+from .depth import check_depth_config, read_depth, stack_depth, transform_depth
+
 logger = logging.getLogger(__name__)
 
 
@@ -67,10 +70,15 @@ def scale_crop_augmentation(cfg) -> list[T.Augmentation]:
 def build_grape_mapper(cfg, is_train: bool) -> DatasetMapper:
     """Detectron2's DatasetMapper with the project's augmentations: it maps instance records
     (masks) and semantic-view records (``sem_seg_file_name``) alike, and skips images that
-    cannot be decoded (see SkipUndecodableMapper)."""
-    return SkipUndecodableMapper(
-        cfg, is_train, augmentations=build_grape_augmentation(cfg, is_train)
-    )
+    cannot be decoded (see SkipUndecodableMapper); with ``INPUT.DEPTH.ENABLED`` it also
+    stacks each record's depth image as a fourth channel (RGBDMapper)."""
+    check_depth_config(cfg)
+    augmentations = build_grape_augmentation(cfg, is_train)
+    if cfg.INPUT.DEPTH.ENABLED:
+        return RGBDMapper(
+            cfg, is_train, augmentations=augmentations, max_depth_mm=cfg.INPUT.DEPTH.MAX_MM
+        )
+    return SkipUndecodableMapper(cfg, is_train, augmentations=augmentations)
 
 
 class SkipUndecodableMapper(DatasetMapper):
@@ -100,3 +108,60 @@ class SkipUndecodableMapper(DatasetMapper):
             logger.warning("%s%s: cannot decode the image (%s); skipped, another image is "
                            "used in its place", file_name, also, e)
             return None
+
+
+class RecordingAugmentationList(T.AugmentationList):
+    """AugmentationList that keeps the transforms of its last call, so the depth image can
+    follow exactly the geometry DatasetMapper drew for (and applied to) the colour image."""
+
+    last_transforms: T.TransformList | None = None
+
+    def __call__(self, aug_input) -> T.TransformList:
+        self.last_transforms = super().__call__(aug_input)
+        return self.last_transforms
+
+
+class RGBDMapper(SkipUndecodableMapper):
+    """SkipUndecodableMapper that appends the record's depth image (``depth_file_name``) to
+    ``image`` as a fourth channel: float32 B, G, R (0-255), depth (mm, clipped to
+    ``max_depth_mm``, 0 = no reading), normalised later by the model's 4-value PIXEL_MEAN/STD.
+
+    Augmentations see the colour image only (photometric jitter never touches depth); the
+    geometric transforms they drew are then applied to depth (data.depth.transform_depth,
+    nearest-neighbour). A depth file that is gone or undecodable skips the record with one
+    warning, as an undecodable photo does; a record without one is a user error.
+    """
+
+    def __init__(self, *args, max_depth_mm: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_depth_mm = float(max_depth_mm)
+        self.augmentations = RecordingAugmentationList(self.augmentations.augs)
+
+    def __call__(self, dataset_dict: dict) -> dict | None:
+        file_name = dataset_dict["file_name"]
+        depth_file = dataset_dict.get("depth_file_name")
+        if not depth_file:
+            raise GrapeInputError(
+                f"{file_name}: INPUT.DEPTH.ENABLED but its record has no depth_file_name "
+                "(no depth_file in its COCO image entry)"
+            )
+        if file_name in self.undecodable:
+            return None
+        try:
+            depth = read_depth(depth_file)
+        except OSError as e:  # UndecodableDepthError: missing or corrupt
+            self.undecodable.add(file_name)
+            logger.warning("%s; its image %s is skipped, another image is used in its place",
+                           e, file_name)
+            return None
+        mapped = super().__call__(dataset_dict)
+        if mapped is None:
+            return None
+        if depth.shape != (mapped["height"], mapped["width"]):
+            raise GrapeInputError(
+                f"{depth_file}: depth image is {depth.shape[1]}x{depth.shape[0]} but its RGB "
+                f"image {file_name} is {mapped['width']}x{mapped['height']}"
+            )
+        depth = transform_depth(self.augmentations.last_transforms, depth)
+        mapped["image"] = stack_depth(mapped["image"], depth, self.max_depth_mm)
+        return mapped

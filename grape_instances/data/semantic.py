@@ -150,6 +150,8 @@ def load_semantic_records(
             "width": record["width"],
             "image_id": image_id,
             "sem_seg_file_name": str(png),
+            # RGB-D input (INPUT.DEPTH) of the semantic baselines
+            **{k: record[k] for k in ("depth_file_name",) if k in record},
         })
         if not png.is_file():
             missing.append((record, png))

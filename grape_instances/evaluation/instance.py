@@ -28,9 +28,9 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Instances
 from detectron2.utils import comm
 from pycocotools import mask as mask_utils
-from tabulate import tabulate
 
 from ..convert.coco import polygons_to_rle
+from ..tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +187,9 @@ class InstanceF1Evaluator(DatasetEvaluator):
             p, r, f1 = (100 * v for v in precision_recall_f1(tp, fp, fn))
             metrics.update({f"P@{key}": p, f"R@{key}": r, f"F1@{key}": f1,
                             f"TP@{key}": tp, f"FP@{key}": fp, f"FN@{key}": fn})
-            rows.append([t, p, r, f1, tp, fp, fn, int(row[_IGNORED])])
-        table = tabulate(rows, headers=["IoU", "P", "R", "F1", "TP", "FP", "FN", "ignored"],
-                         floatfmt=".2f", tablefmt="pipe", numalign="right")
+            rows.append([*(f"{v:.2f}" for v in (t, p, r, f1)), tp, fp, fn, int(row[_IGNORED])])
+        table = markdown_table(["IoU", "P", "R", "F1", "TP", "FP", "FN", "ignored"], rows,
+                               ["right"] * 8)
         logger.info("instance P / R / F1 of %s (%d images, score >= %.2f):\n%s",
                     self.dataset_name, len(counts), self.score_thresh, table)
         return {"instance": metrics}

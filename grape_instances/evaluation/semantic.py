@@ -66,7 +66,7 @@ class SemanticEvaluator(SemSegEvaluator):
             write_json_atomic(os.path.join(output_dir, "sem_seg_predictions.json"),
                               self._predictions)
             write_json_atomic(os.path.join(output_dir, "sem_seg_evaluation.json"), metrics,
-                              indent=2)
+                              indent=2, nan_as_null=True)  # IoU of an absent class: NaN
         logger.info("Dice of %s: %s", self._dataset_name, ", ".join(
             f"{k} {v:.2f}" for k, v in metrics.items() if "Dice" in k))
         return results

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from ..tables import markdown_table
+
 
 @dataclass
 class BenchSpec:
@@ -138,14 +140,13 @@ def run_in_subprocess(spec: BenchSpec) -> dict:
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """A Markdown table from rows; ``columns`` = (key, header, format spec)."""
-    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
-    sep = "|" + "|".join("---" for _ in columns) + "|"
-    body = [
-        "| " + " | ".join(format(r[k], f) if k in r else "" for k, _, f in columns) + " |"
-        for r in rows
-    ]
-    return "\n".join([head, sep, *body])
+    """A Markdown table from rows; ``columns`` = (key, header, format spec); text columns
+    (spec "s") are left-aligned, numbers right-aligned."""
+    return markdown_table(
+        [h for _, h, _ in columns],
+        ([format(r[k], f) if k in r else "" for k, _, f in columns] for r in rows),
+        ["left" if f == "s" else "right" for _, _, f in columns],
+    )
 
 
 MODEL_COLUMNS = [

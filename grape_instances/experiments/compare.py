@@ -34,6 +34,8 @@ from ..data.datasets import register_from_config, synthetic_dataset_name
 from ..engine import Trainer, build_config, check_meta_architecture
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
+from ..synthetic import layout
+from ..tables import markdown_table
 from .demo import ensure_synthetic
 
 logger = logging.getLogger(__name__)
@@ -272,7 +274,7 @@ def run_one(spec: ModelSpec, cfg: CfgNode, run_dir: Path, eval_only: bool) -> di
         "infer_ms": timer.ms_per_image,
         "results": {k: dict(v) for k, v in results.items()},
     }
-    write_json_atomic(run_dir / "run.json", row, indent=2)
+    write_json_atomic(run_dir / "run.json", row, indent=2, nan_as_null=True)  # COCO APl: NaN
     del model
     gc.collect()
     return row
@@ -345,13 +347,13 @@ def render_markdown(rows: list[dict], context: dict) -> str:
         "s/iter is the median training step (data loading included)",
         f"- machine: {context['machine']}; total wall time {context['wall_s']:.0f} s",
         "",
-        "| rank | model | " + " | ".join(h for _, h, _ in METRICS) + " | seeds |",
-        "|---:|---|" + "---:|" * len(METRICS) + "---:|",
+        markdown_table(
+            ["rank", "model", *(h for _, h, _ in METRICS), "seeds"],
+            ([row["rank"], row["model"], *(format_cell(row, key, fmt) for key, _, fmt in METRICS),
+              row["seeds"]] for row in rows),
+            ["right", "left", *["right"] * len(METRICS), "right"],
+        ),
     ]
-    for row in rows:
-        cells = [format_cell(row, key, fmt) for key, _, fmt in METRICS]
-        lines.append(f"| {row['rank']} | {row['model']} | " + " | ".join(cells)
-                     + f" | {row['seeds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -395,7 +397,7 @@ def render_chart(rows: list[dict], title: str, path: Path) -> None:
 
 def ensure_data(reference: CfgNode) -> None:
     """Generate the demo's synthetic set when the configs use the synthetic splits."""
-    synthetic = {synthetic_dataset_name(s) for s in ("train", "val")}
+    synthetic = {synthetic_dataset_name(s) for s in layout.SPLITS}
     if synthetic & set(reference.DATASETS.TRAIN) | synthetic & set(reference.DATASETS.TEST):
         ensure_synthetic(reference.DATASETS.SYNTHETIC_ROOT)
 

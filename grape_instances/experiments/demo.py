@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
@@ -13,7 +12,9 @@ from ..data.datasets import register_from_config
 from ..engine import Trainer, build_config
 from ..fileio import write_json_atomic
 from ..predict import visualize_files
+from ..synthetic import layout
 from ..synthetic.render import SynthConfig, generate_dataset
+from ..tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ def ensure_synthetic(root: str, num_train: int = DEMO_TRAIN_IMAGES,
                      num_val: int = DEMO_VAL_IMAGES, size: int = DEMO_IMAGE_SIZE,
                      seed: int = DEMO_SEED) -> None:
     """Generate the demo dataset once; an existing complete dataset is reused."""
-    annotations = Path(root) / "annotations"
-    if all((annotations / f"instances_{s}.json").is_file() for s in ("train", "val")):
+    if layout.has_coco_files(root):
         logger.info("reusing synthetic dataset in %s", root)
         return
     generate_dataset(
@@ -38,12 +38,10 @@ def ensure_synthetic(root: str, num_train: int = DEMO_TRAIN_IMAGES,
 
 def format_ap_table(results: dict) -> str:
     """A short AP / AP50 / AP75 table for the bbox and segm tasks."""
-    lines = ["task   AP     AP50   AP75", "-----  -----  -----  -----"]
-    for task in ("bbox", "segm"):
-        r = results.get(task, {})
-        lines.append(f"{task:<5}  {r.get('AP', float('nan')):5.1f}  "
-                     f"{r.get('AP50', float('nan')):5.1f}  {r.get('AP75', float('nan')):5.1f}")
-    return "\n".join(lines)
+    metrics = ("AP", "AP50", "AP75")
+    rows = ([task, *(f"{results.get(task, {}).get(m, float('nan')):.1f}" for m in metrics)]
+            for task in ("bbox", "segm"))
+    return markdown_table(["task", *metrics], rows, ["left", "right", "right", "right"])
 
 
 def run_demo(
@@ -86,7 +84,7 @@ def run_demo(
     vis_cfg.MODEL.WEIGHTS = weights
     vis_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5  # draw confident bunches only
     vis_cfg.freeze()
-    val_images = sorted(Path(cfg.DATASETS.SYNTHETIC_ROOT, "images", "val").glob("*.jpg"))
+    val_images = sorted(layout.images_dir(cfg.DATASETS.SYNTHETIC_ROOT, "val").glob("*.jpg"))
     vis = visualize_files(vis_cfg, val_images[:num_overlays], os.path.join(output_dir, "overlays"))
     timings["visualize_s"] = time.perf_counter() - t0
     timings["total_s"] = sum(timings.values())
@@ -101,7 +99,8 @@ def run_demo(
         "overlays": vis["overlays"],
         "checkpoint": weights,
     }
-    write_json_atomic(os.path.join(output_dir, "demo_summary.json"), summary, indent=2)
+    write_json_atomic(os.path.join(output_dir, "demo_summary.json"), summary, indent=2,
+                      nan_as_null=True)  # Detectron2 reports an AP without instances as NaN
     return summary
 
 

@@ -21,6 +21,7 @@ from ..data.datasets import register_from_config
 from ..engine import Trainer, build_config
 from ..fileio import read_json, write_json_atomic
 from ..predict import visualize_files
+from ..tables import markdown_table
 from .demo import format_ap_table
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ def run_real(
         "overlays": vis["overlays"],
         "checkpoint": weights,
     }
-    write_json_atomic(os.path.join(output_dir, "real_summary.json"), summary, indent=2)
+    write_json_atomic(os.path.join(output_dir, "real_summary.json"), summary, indent=2,
+                      nan_as_null=True)  # Detectron2 reports an AP without instances as NaN
     return summary
 
 
@@ -131,9 +133,12 @@ def print_real_summary(summary: dict) -> None:
         print(f"\n-- {label} --")
         print(format_ap_table(results))
         inst = results.get("instance", {})
-        for iou in ("30", "50", "80"):
-            print(f"IoU 0.{iou[0]}: P {inst.get(f'P@{iou}', nan):5.1f}  "
-                  f"R {inst.get(f'R@{iou}', nan):5.1f}  F1 {inst.get(f'F1@{iou}', nan):5.1f}")
+        print(markdown_table(
+            ["mask IoU", "P", "R", "F1"],
+            ([f"0.{iou[0]}", *(f"{inst.get(f'{m}@{iou}', nan):.1f}" for m in ("P", "R", "F1"))]
+             for iou in ("30", "50", "80")),
+            ["right"] * 4,
+        ))
     trained = ("reused a finished run" if summary["resumed_from_iteration"] >= summary["iterations"]
                else f"{summary['iterations']} it")
     print(f"\ntime: prepare {t['prepare_s']:.0f}s, train {t['train_s']:.0f}s ({trained}), "

@@ -15,10 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
+
+
+def is_semantic_model(cfg) -> bool:
+    """True when the meta-architecture predicts ``sem_seg`` (the four baselines, Detectron2's
+    SemanticSegmentor): it then trains and is scored on the semantic view of the datasets."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return isinstance(arch, type) and issubclass(arch, (SemanticBaseline, SemanticSegmentor))
 
 
 def semantic_baseline_config(cfg) -> dict[str, Any]:

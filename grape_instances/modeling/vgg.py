@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import GrapeInputError
 from .layers import NormSpec, conv_norm_relu, read_state_dict, scale_channels
+from .rgbd import is_widened_input_conv, widen_rgb_filters
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,10 @@ def load_torchvision_vgg16(
     Conv weights must all be present with matching shapes (so ``width_mult`` must be 1).
     torchvision's first conv expects RGB; for ``input_format`` "BGR" (Detectron2's default)
     its input channels are reversed, so the data pipeline stays the one Mask R-CNN uses.
-    BN statistics load only into a BN encoder; fc6 / fc7 load, reshaped into convs as in
-    FCN, only when ``encoder.fc_dim`` is 4096; anything else is skipped and logged.
+    A 4-channel (RGB-D) encoder gets the RGB filters in its first 3 input channels and their
+    mean in the depth channel (grape_instances.modeling.rgbd). BN statistics load only into
+    a BN encoder; fc6 / fc7 load, reshaped into convs as in FCN, only when
+    ``encoder.fc_dim`` is 4096; anything else is skipped and logged.
     """
     if input_format not in ("RGB", "BGR"):
         raise ValueError(f"torchvision VGG weights need RGB or BGR input, not {input_format}")
@@ -190,6 +193,13 @@ def load_torchvision_vgg16(
         target_shape = ours[our_key].shape
         if our_key.startswith(("fc6.", "fc7.")) and value.numel() == ours[our_key].numel():
             value = value.reshape(target_shape)  # Linear -> conv ("convolutionalisation")
+        if our_key == "conv1_1.weight" and input_format == "BGR":
+            value = value.flip(1)
+        if our_key == "conv1_1.weight" and is_widened_input_conv(value, ours[our_key]):
+            value = widen_rgb_filters(value, target_shape[1])  # RGB-D input (modeling.rgbd)
+            logger.info("%s: RGB filters of conv1_1 copied into the first 3 of %d input "
+                        "channels, the depth channel starts as their mean", source,
+                        target_shape[1])
         if value.shape != target_shape:
             if our_key.startswith(("fc6.", "fc7.")):
                 skipped.append(tv_key)
@@ -198,8 +208,6 @@ def load_torchvision_vgg16(
                 f"{source}: {tv_key} has shape {tuple(value.shape)} but the encoder needs "
                 f"{tuple(target_shape)} (MODEL.VGG.WIDTH_MULT must be 1 to load ImageNet weights)"
             )
-        if our_key == "conv1_1.weight" and input_format == "BGR":
-            value = value.flip(1)
         loaded[our_key] = value
     encoder.load_state_dict(loaded, strict=False)
     not_loaded = sorted(set(ours) - set(loaded))

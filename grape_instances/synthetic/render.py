@@ -34,6 +34,7 @@ from ..convert.polygons import pixel_centre_outlines
 from ..convert.via import via2_settings
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
+from . import layout
 
 logger = logging.getLogger(__name__)
 
@@ -334,11 +335,13 @@ def _profile(shape: str, t: np.ndarray) -> np.ndarray:
 
 
 def _berry_cloud(rng: np.random.Generator, length: float, max_radius: float, shape: str,
-                 r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 r: float, full: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Berry centres (u across, v down the axis, w towards the camera), radii and depth shade.
 
     Berries sit in hexagonal layers stacked down the axis, each layer turned at random;
-    only the outer shell facing the camera is kept (the rest is never visible).
+    only the outer shell facing the camera is kept (the rest is never visible), unless
+    ``full``: then every berry inside the bunch is kept, as a bunch's weight needs. The depth
+    shade is 1 for berries deeper than the shell (the interior).
     """
     spacing = 2.0 * r * 0.86
     layer_step = 2.0 * r * 0.74
@@ -360,7 +363,9 @@ def _berry_cloud(rng: np.random.Generator, length: float, max_radius: float, sha
         w = np.sin(a) * base_u + np.cos(a) * base_w + off[1]
         rho = np.hypot(u, w)
         limit = max(rad - 0.55 * r, 0.0)
-        keep = (rho <= limit) & (rho >= limit - shell) & (w >= -1.2 * r)
+        keep = rho <= limit
+        if not full:
+            keep &= (rho >= limit - shell) & (w >= -1.2 * r)
         if not keep.any():  # thin tip: one berry on the axis, at most twice
             single_layers += 1
             if single_layers > 2:
@@ -385,7 +390,8 @@ def _zbuffer_spheres(cx: np.ndarray, cy: np.ndarray, cz: np.ndarray, rad: np.nda
     """Front-most berry per pixel, fully vectorised (sort by pixel, then depth).
 
     Berries are spheres stretched ``elong`` times vertically (oval table grapes).
-    Returns flat pixel indices, the winning berry per pixel and its surface normal.
+    Returns flat pixel indices, the winning berry per pixel, its surface normal and the
+    height of that front surface towards the camera (``cz`` units: the RGB-D depth image).
     """
     big = int(np.ceil(rad.max())) + 1
     off_x = np.arange(-big, big + 1)
@@ -401,7 +407,7 @@ def _zbuffer_spheres(cx: np.ndarray, cy: np.ndarray, cz: np.ndarray, rad: np.nda
     sphere, iy, ix = np.nonzero(inside)
     if sphere.size == 0:
         empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros((0, 3), np.float32)
+        return empty, empty, np.zeros((0, 3), np.float32), np.zeros(0)
     ddx = dx[sphere, 0, ix]
     ddy = dy[sphere, iy, 0]
     nz = np.sqrt(np.maximum(r2[sphere, 0, 0] - d2[sphere, iy, ix], 0.0))
@@ -413,7 +419,7 @@ def _zbuffer_spheres(cx: np.ndarray, cy: np.ndarray, cz: np.ndarray, rad: np.nda
     last[:-1] = pix_sorted[1:] != pix_sorted[:-1]
     win = order[last]
     normal = np.stack([ddx[win], ddy[win], nz[win]], 1) / rad[sphere[win]][:, None]
-    return pix[win], sphere[win], normal.astype(np.float32)
+    return pix[win], sphere[win], normal.astype(np.float32), depth[win]
 
 
 def _draw_stem(rng: np.random.Generator, canvas: _Canvas, top: np.ndarray, up: np.ndarray,
@@ -441,22 +447,43 @@ def _draw_stem(rng: np.random.Generator, canvas: _Canvas, top: np.ndarray, up: n
     canvas.paint(np.flatnonzero(sel), colors, "stem", 0, debug_color=DEBUG_STEM)
 
 
-def _draw_bunch(rng: np.random.Generator, canvas: _Canvas, cfg: SynthConfig, light: _Light,
-                bunch_id: int, top_xy: np.ndarray, length: float, variety: str,
-                black_bg: bool) -> dict:
-    """Paint one bunch (stem, then berries) and return its geometry summary."""
+@dataclass
+class _BunchGeometry:
+    shape: str
+    aspect: float  # maximum width / length
+    max_radius: float
+    r: float  # nominal berry radius
+    down: np.ndarray  # unit image vector along the bunch axis
+    across: np.ndarray
+    centres: np.ndarray  # N x 3 (u across, v down, w towards the camera), top at (0, 0, 0)
+    radius: np.ndarray  # N berry radii
+    depth_in: np.ndarray  # N depth shades (1 = interior)
+    wing: bool
+
+
+def _bunch_geometry(rng: np.random.Generator, cfg: SynthConfig, length: float,
+                    berry_r: float | None = None, fill: float | None = None) -> _BunchGeometry:
+    """Shape and berries of one bunch (no painting, so callers can size a bunch first).
+
+    ``berry_r`` fixes the berry radius (pixels) instead of drawing it from ``cfg``. With
+    ``fill`` the whole bunch is built and each interior berry is kept with that probability
+    (loose or compact bunches: invisible, yet part of the weight); without it only the
+    visible shell is built.
+    """
     shape = "cone" if rng.random() < 0.6 else "ellipse"
     aspect = rng.uniform(0.5, 0.78) if shape == "cone" else rng.uniform(0.5, 0.75)
     max_radius = 0.5 * aspect * length
-    r = max(1.6, length * rng.uniform(*cfg.berry_radius))
+    r = max(1.6, length * rng.uniform(*cfg.berry_radius)) if berry_r is None else berry_r
     tilt = rng.normal(0, 0.2)
     down = np.array([-np.sin(tilt), np.cos(tilt)])
     across = np.array([np.cos(tilt), np.sin(tilt)])
-    centres, radius, depth_in = _berry_cloud(rng, length, max_radius, shape, r)
+    full = fill is not None
+    centres, radius, depth_in = _berry_cloud(rng, length, max_radius, shape, r, full)
     has_wing = rng.random() < cfg.p_wing
     if has_wing:  # shoulder: a small cone branching off near the top
         wl = length * rng.uniform(0.3, 0.45)
-        wc, wr, wd = _berry_cloud(rng, wl, max_radius * rng.uniform(0.45, 0.65), "cone", r)
+        wc, wr, wd = _berry_cloud(rng, wl, max_radius * rng.uniform(0.45, 0.65), "cone", r,
+                                  full)
         side = rng.choice([-1.0, 1.0])
         ang = side * rng.uniform(0.5, 1.0)
         rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
@@ -465,6 +492,26 @@ def _draw_bunch(rng: np.random.Generator, canvas: _Canvas, cfg: SynthConfig, lig
         centres = np.concatenate([centres, wc])
         radius = np.concatenate([radius, wr])
         depth_in = np.concatenate([depth_in, wd])
+    if full:
+        keep = (depth_in < 1.0) | (rng.random(radius.size) < fill)
+        centres, radius, depth_in = centres[keep], radius[keep], depth_in[keep]
+    return _BunchGeometry(shape, float(aspect), float(max_radius), float(r), down, across,
+                          centres, radius, depth_in, bool(has_wing))
+
+
+def _draw_bunch(rng: np.random.Generator, canvas: _Canvas, cfg: SynthConfig, light: _Light,
+                bunch_id: int, top_xy: np.ndarray, length: float, variety: str,
+                black_bg: bool, berry_r: float | None = None,
+                fill: float | None = None) -> dict:
+    """Paint one bunch (stem, then berries) and return its geometry summary.
+
+    ``berry_r`` and ``fill``: see :func:`_bunch_geometry`. The summary also holds every
+    berry's radius (hidden ones too), the elongation of the berries, and per painted pixel
+    the berry drawn there and its front-surface height ``front`` (for depth images).
+    """
+    g = _bunch_geometry(rng, cfg, length, berry_r, fill)
+    shape, r, down, across = g.shape, g.r, g.down, g.across
+    centres, radius, depth_in, has_wing = g.centres, g.radius, g.depth_in, g.wing
     xy = top_xy + centres[:, :1] * across + centres[:, 1:2] * down
     stem_len = length * rng.uniform(0.12, 0.3)
     _draw_stem(rng, canvas, top_xy, -down, stem_len, r)
@@ -485,8 +532,8 @@ def _draw_bunch(rng: np.random.Generator, canvas: _Canvas, cfg: SynthConfig, lig
     glow = 0.22 if variety == "green" else 0.06  # light scattered inside translucent berries
     elong = rng.uniform(1.0, 1.22)
 
-    pix, win, normal = _zbuffer_spheres(xy[:, 0], xy[:, 1], centres[:, 2], radius,
-                                        canvas.h, canvas.w, elong)
+    pix, win, normal, front = _zbuffer_spheres(xy[:, 0], xy[:, 1], centres[:, 2], radius,
+                                               canvas.h, canvas.w, elong)
     ldir = light.direction.astype(np.float32)
     half = ldir + np.array([0, 0, 1], np.float32)
     half /= np.linalg.norm(half)
@@ -504,7 +551,8 @@ def _draw_bunch(rng: np.random.Generator, canvas: _Canvas, cfg: SynthConfig, lig
                  debug_color=(bunch_id, DEBUG_BUNCH_G, DEBUG_BUNCH_R))
     lo, hi = xy.min(0) - radius.max(), xy.max(0) + radius.max()
     return {"variety": variety, "shape": shape, "wing": bool(has_wing), "berries": int(n),
-            "berry_radius": float(r), "box": (lo, hi)}
+            "berry_radius": float(r), "box": (lo, hi), "aspect": g.aspect, "radii": radius,
+            "elong": float(elong), "pix": pix, "win": win, "front": front}
 
 
 def _place_bunches(rng: np.random.Generator, cfg: SynthConfig, n: int) -> list[tuple]:
@@ -706,10 +754,8 @@ def generate_dataset(root: str | os.PathLike, splits: dict[str, int] | None = No
 
 def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig,
                  overwrite: bool) -> dict:
-    img_dir = root / "images" / split
-    lm_dir = root / "labelme" / split
-    coco_path = root / "annotations" / f"instances_{split}.json"
-    via_path = root / "via" / f"via_project_{split}.json"
+    img_dir, lm_dir = layout.images_dir(root, split), layout.labelme_dir(root, split)
+    coco_path, via_path = layout.coco_json(root, split), layout.via_json(root, split)
     if overwrite:
         _remove_stale(img_dir, f"{split}_*.jpg")
         _remove_stale(lm_dir, f"{split}_*.json")

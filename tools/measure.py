@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Measure every grape bunch: size, shape, colour, occlusion and, with depth, cm and cm³.
+
+From masks that already exist (a COCO instances file, or a COCO results list):
+
+    python tools/measure.py --coco masks.json --images DIR [--depth DIR] \
+        [--fx FX --fy FY | --fov-deg H | --camera camera.json] [--weight-model MODEL] \
+        --out table.csv
+
+or from a trained model (the flags of tools/visualize.py):
+
+    python tools/measure.py --config-file configs/mask_rcnn_grapes_cpu_demo.yaml \
+        --input photos/ --out table.csv --overlays overlays/ \
+        --opts MODEL.WEIGHTS output/demo/model_final.pth
+
+Writes table.csv (one row per bunch), table_images.csv and table_images.json (per image:
+count and totals), table_folders.csv (per folder: one vine or row). Depth images are 16-bit
+PNGs in millimetres (0 = no reading) with the RGB image's stem under --depth, or named by
+the COCO images' depth_file. A results list finds its images through --coco-images, through
+the file_name that tools/visualize.py writes, or by image_id = file stem (see
+grape_instances/measure/sources.py). --overlays draws each bunch with its table id.
+"""
+
+import argparse
+
+from detectron2.utils.logger import setup_logger
+
+from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.measure.depth import Camera
+from grape_instances.measure.run import measure_jobs
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--coco", metavar="MASKS.json",
+                        help="COCO instances JSON or COCO results list (RLE masks)")
+    source.add_argument("--config-file", help="model config (YAML): predict the masks")
+    p.add_argument("--images", help="image root of --coco (file names are relative to it)")
+    p.add_argument("--coco-images", metavar="INSTANCES.json",
+                   help="for a results list: the COCO JSON its image_ids refer to")
+    p.add_argument("--input", nargs="+", help="with --config-file: image files, folders, globs")
+    p.add_argument("--out", required=True, help="per-bunch table (.csv); the per-image and "
+                   "per-folder tables are written beside it")
+    p.add_argument("--overwrite", action="store_true", help="replace existing tables")
+    p.add_argument("--overlays", metavar="DIR",
+                   help="also draw each image with its bunches' ids (folder replaced whole)")
+    p.add_argument("--depth", metavar="DIR", help="aligned 16-bit depth images (mm), same stem")
+    p.add_argument("--fx", type=float, help="focal length along x (pixels)")
+    p.add_argument("--fy", type=float, help="focal length along y (pixels; default: --fx)")
+    p.add_argument("--fov-deg", type=float, help="horizontal field of view (degrees), "
+                   "instead of --fx/--fy")
+    p.add_argument("--camera", metavar="JSON", help="camera JSON with fx, fy (pixels)")
+    p.add_argument("--weight-model", metavar="MODEL",
+                   help="folder (or model.joblib) written by tools/fit_weight.py")
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="minimum score of predicted bunches (model or results list)")
+    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
+                   help="with --config-file: predict on SIZE px windows (TEST.TILE_SIZE)")
+    p.add_argument("--tile-overlap", type=float, default=None, metavar="FRACTION",
+                   help="overlap of neighbouring windows (TEST.TILE_OVERLAP)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    return p.parse_args(argv)
+
+
+def camera_from_args(args: argparse.Namespace) -> Camera | None:
+    given = [n for n, v in (("--fx/--fy", args.fx if args.fx is not None else args.fy),
+                            ("--fov-deg", args.fov_deg), ("--camera", args.camera))
+             if v is not None]
+    if len(given) > 1:
+        raise GrapeInputError(f"give one of {' / '.join(given)}, not several")
+    if args.camera:
+        return Camera.from_json(args.camera)
+    if args.fov_deg is not None:
+        return Camera(fov_deg=args.fov_deg)
+    if args.fx is None and args.fy is not None:
+        raise GrapeInputError("--fy needs --fx")
+    if args.fx is not None:
+        return Camera(fx=args.fx, fy=args.fy if args.fy is not None else args.fx)
+    return None
+
+
+@exit_on_user_error
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logger(name="grape_instances")
+    camera = camera_from_args(args)
+    weight_model = None
+    if args.weight_model:
+        from grape_instances.measure.weight import WeightModel
+
+        weight_model = WeightModel(args.weight_model)
+    common = dict(depth_dir=args.depth, camera=camera, weight_model=weight_model,
+                  overlays=args.overlays, overwrite=args.overwrite)
+    if args.coco:
+        if not args.images or args.input:
+            raise GrapeInputError("--coco needs --images DIR (and takes no --input)")
+        from grape_instances.measure.sources import load_mask_file
+
+        _, jobs = load_mask_file(args.coco, args.images, args.coco_images,
+                                 args.confidence_threshold)
+        summary = measure_jobs(jobs, args.out, source=args.coco,
+                               inputs=[args.coco, *([args.coco_images] if args.coco_images
+                                                    else [])], **common)
+    else:
+        if not args.input or args.images or args.coco_images:
+            raise GrapeInputError("--config-file needs --input (--images and --coco-images "
+                                  "are for --coco)")
+        setup_logger(name="detectron2")
+        import grape_instances.modeling  # noqa: F401  (registers the semantic models)
+        from grape_instances.data.datasets import register_from_config
+        from grape_instances.engine import build_config
+        from grape_instances.measure.sources import jobs_from_files
+        from grape_instances.predict import Predictor, expand_inputs
+
+        tiling = ["TEST.TILE_SIZE", str(args.tile)] if args.tile else []
+        if args.tile_overlap is not None:
+            tiling += ["TEST.TILE_OVERLAP", str(args.tile_overlap)]
+        cfg = build_config(args.config_file, list(args.opts) + [
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.confidence_threshold)] + tiling)
+        register_from_config(cfg)
+        jobs = jobs_from_files(expand_inputs(args.input))
+        summary = measure_jobs(jobs, args.out, predictor=Predictor(cfg),
+                               source=args.config_file, **common)
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} image(s): see the warnings above")
+    print(f"{summary['bunches']} bunches in {summary['images']} images: "
+          f"{', '.join(summary['outputs'].values())}"
+          + (f"; overlays in {summary['overlays']}" if summary["overlays"] else ""))
+
+
+if __name__ == "__main__":
+    main()
