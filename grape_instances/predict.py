@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -13,14 +12,13 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
 from .checkpoint import GrapeCheckpointer, ensure_weights_available
-from .convert.images import IMAGE_EXTENSIONS
+from .convert.images import IMAGE_EXTENSIONS, decode_image
 from .data.datasets import THING_CLASSES
 from .data.depth import check_depth_config, read_depth, stack_depth, transform_depth
 from .data.semantic import BACKGROUND, stuff_classes_for, stuff_colors_for, write_label_png
@@ -30,37 +28,6 @@ from .modeling import is_semantic_model
 from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
-
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and globs -> a sorted, de-duplicated file list."""
-    files: list[Path] = []
-    for item in inputs:
-        if any(c in item for c in "*?["):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise GrapeInputError(f"{item}: no file matches this pattern")
-            files += [Path(m) for m in matches if Path(m).suffix.lower() in IMAGE_EXTENSIONS]
-        elif os.path.isdir(item):
-            found = sorted(p for p in Path(item).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise GrapeInputError(f"{item}: folder holds no image")
-            files += found
-        elif os.path.isfile(item):
-            files.append(Path(item))
-        else:
-            raise GrapeInputError(f"{item}: no such file or folder")
-    return list(dict.fromkeys(files))
-
-
-def load_image(path: Path, input_format: str = "BGR") -> np.ndarray:
-    """Read an image as Detectron2 does (EXIF orientation applied), with a clear error."""
-    if os.path.getsize(path) == 0:
-        raise GrapeInputError(f"{path}: image file is empty (0 bytes)")
-    try:
-        return read_image(str(path), format=input_format)
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise GrapeInputError(f"{path}: cannot read image ({type(e).__name__})") from None
-
 
 class Predictor(DefaultPredictor):
     """Detectron2's DefaultPredictor (checkpoint, test-time resize, one BGR image in) with a
@@ -241,7 +208,7 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
     used_names: set[str] = set()
     for image_id, path in enumerate(tqdm(inputs, desc="visualize", unit="img"), start=1):
         try:
-            image = load_image(path)
+            image = decode_image(path, format="BGR")
             depth = None if depth_dir is None else read_depth(
                 Path(depth_dir) / f"{path.stem}.png", image.shape[:2]
             )

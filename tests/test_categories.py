@@ -160,7 +160,8 @@ def test_visualize_draws_the_datasets_class_names(two_class_run, two_class_synth
     # The same drawing in-process, recording the class names it writes on the overlays.
     from detectron2.utils.visualizer import Visualizer
 
-    from grape_instances.predict import expand_inputs, visualize_files
+    from grape_instances.convert.images import expand_inputs
+    from grape_instances.predict import visualize_files
 
     drawn, labels = [], []
     original = Visualizer.overlay_instances

@@ -22,8 +22,9 @@ from grape_instances.convert.grapesnet import (
     pairing_key,
     read_weights,
 )
+from grape_instances.convert.polygons import mask_to_polygons
 from grape_instances.errors import GrapeInputError
-from grape_instances.synthetic.render import SynthConfig, image_rng, mask_polygons, render_scene
+from grape_instances.synthetic.render import SynthConfig, image_rng, render_scene
 
 from .helpers import assert_user_error, run_tool
 
@@ -50,7 +51,7 @@ def _write_depth(path: Path, value: int, size: int = SIZE) -> None:
 def _via_record(path: Path, masks) -> dict:
     regions = []
     for k, mask in enumerate(masks, start=1):
-        for poly in mask_polygons(mask):
+        for poly in mask_to_polygons(mask, "edges"):
             regions.append({"shape_attributes": {"name": "polygon",
                                                  "all_points_x": poly[:, 0].tolist(),
                                                  "all_points_y": poly[:, 1].tolist()},
@@ -176,7 +177,9 @@ def test_subsets_pairing_annotations_and_auto_masks(tree, tmp_path, caplog):
     anns = d2.loadAnns(d2.getAnnIds(imgIds=[img["id"]]))
     assert len(anns) == len(truth[img["file_name"]]) == 2
     for ann, mask in zip(anns, truth[img["file_name"]], strict=True):
-        assert mask_iou(rle_to_mask(ann["segmentation"]) > 0, mask) == 1.0
+        # VIA polygons stay polygons (read in memory, no RLE round trip), same pixels
+        assert isinstance(ann["segmentation"], list)
+        assert mask_iou(d2.annToMask(ann) > 0, mask) == 1.0
 
 
 def test_rgbd_pairing_weights_and_single_bunch_auto_mode(tree, tmp_path):
@@ -327,3 +330,22 @@ def test_corrected_via_project_wins_over_the_edge_mask(tmp_path):
     assert images["Dataset-1/black/c.jpg"]["annotation"] == "via"  # uncorrected, kept
     [ann] = coco.loadAnns(coco.getAnnIds(imgIds=[images["Dataset-1/black/b.jpg"]["id"]]))
     assert ann["bbox"] == [10.0, 20.0, 30.0, 40.0] and ann["area"] == 1200
+
+
+def test_annotations_are_read_in_memory_not_through_coco_files(tree, tmp_path, monkeypatch):
+    """GrapesNet composes the VIA / labelme readers: the file converters (which write COCO
+    JSON) are never called, and nothing is written outside the output folder."""
+    import grape_instances.convert.labelme as labelme_module
+    import grape_instances.convert.via as via_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a COCO file converter was called")
+
+    monkeypatch.setattr(via_module, "convert_via", refuse)
+    monkeypatch.setattr(labelme_module, "convert_labelme", refuse)
+    base, _ = tree
+    root = base / "GrapesNet"
+    summary = convert_grapesnet(root, tmp_path / "out", annotations=base / "annotations")
+    assert summary["subsets"]["dataset2"]["instances"] == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "grapesnet_dataset1.json", "grapesnet_dataset2.json", "out"]

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from labelme import __version__ as labelme_version
 from labelme.utils import shape_to_mask
 from PIL import Image
 
@@ -14,7 +15,8 @@ from grape_instances.convert.coco import (
     segmentation_to_mask,
 )
 from grape_instances.convert.labelme import convert_labelme
-from grape_instances.convert.predictions import convert_predictions, mask_to_polygons
+from grape_instances.convert.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from grape_instances.convert.predictions import convert_predictions
 from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
 
@@ -33,16 +35,17 @@ def test_polygons_rasterise_back_in_each_tools_convention():
     solid = mask.copy()
     solid[8:12, 10:14] = 1
     solid[38, 2] = 0
-    edges = mask_to_polygons(mask, "edges")
+    edges = mask_to_polygons(mask, "edges", min_area=MIN_COMPONENT_AREA)
     assert len(edges) == 2
     back = rle_to_mask(polygons_to_rle([p.reshape(-1).tolist() for p in edges], 40, 50))
     assert np.array_equal(back, solid)  # pycocotools: exact
-    centres = mask_to_polygons(mask, "centres")
+    centres = mask_to_polygons(mask, "centres", min_area=MIN_COMPONENT_AREA)
     lm = np.zeros((40, 50), bool)
     for p in centres:
         lm |= shape_to_mask((40, 50), p.tolist(), "polygon")
     assert np.array_equal(lm, solid.astype(bool))  # labelme's own rasteriser: exact
-    simple = mask_to_polygons(mask, "edges", tolerance=2.0)
+    simple = mask_to_polygons(mask, "edges", tolerance=2.0, min_area=MIN_COMPONENT_AREA)
+    assert len(mask_to_polygons(mask, "edges")) == 3  # min_area 0 keeps the speck
     assert sum(len(p) for p in simple) <= sum(len(p) for p in edges)
 
 
@@ -90,6 +93,48 @@ def test_round_trip_through_via_and_labelme(tmp_path, tiny_synth, predictions):
             ious += [max((m & g).sum() / (m | g).sum() for g in got[name]) for m in masks]
         # only holes and specks of a few pixels are lost
         assert min(ious) >= 0.95 and np.mean(ious) >= 0.99, (back, np.round(ious, 3))
+
+
+def test_predictions_and_synthetic_export_share_polygons_and_writers(tmp_path, tiny_synth,
+                                                                     predictions):
+    """One mask -> polygon step and one VIA / labelme writer: the ground truth fed back as
+    predictions gives the synthetic export's own polygons, attributes and file layout."""
+    results, truth = predictions
+    convert_predictions(results, tiny_synth / "images/val", via_out=tmp_path / "p.json",
+                        coco_json=tiny_synth / "annotations/instances_val.json",
+                        labelme_out=tmp_path / "lm")
+    pred = json.loads((tmp_path / "p.json").read_text())
+    synth = json.loads((tiny_synth / "via/via_project_val.json").read_text())
+    assert list(pred) == list(synth)
+    assert pred["_via_settings"]["ui"] == dict(synth["_via_settings"]["ui"], image=pred[
+        "_via_settings"]["ui"]["image"])  # only the region label / colour attributes differ
+
+    def areas(poly):  # pixels of a pixel-edge polygon (shoelace)
+        x, y = np.asarray(poly["all_points_x"]), np.asarray(poly["all_points_y"])
+        return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+    n_regions = 0
+    for key, record in synth["_via_img_metadata"].items():
+        got = pred["_via_img_metadata"][key]  # same filename + size key
+        assert list(got) == list(record)
+        want = [r["shape_attributes"] for r in record["regions"]
+                if areas(r["shape_attributes"]) >= MIN_COMPONENT_AREA]
+        assert [r["shape_attributes"] for r in got["regions"]] == want
+        n_regions += len(want)
+        assert [r["region_attributes"]["instance"] for r in got["regions"]] == [
+            r["region_attributes"]["instance"] for r in record["regions"]
+            if areas(r["shape_attributes"]) >= MIN_COMPONENT_AREA]
+        stem = record["filename"].rsplit(".", 1)[0]
+        lm_synth = json.loads((tiny_synth / f"labelme/val/{stem}.json").read_text())
+        lm_pred = json.loads((tmp_path / f"lm/{stem}.json").read_text())
+        assert list(lm_pred) == list(lm_synth)
+        assert lm_pred["version"] == lm_synth["version"] == labelme_version
+        big = [s for s in lm_synth["shapes"] if len(s["points"]) >= 3 and shape_to_mask(
+            (lm_synth["imageHeight"], lm_synth["imageWidth"]), s["points"]).sum()
+            >= MIN_COMPONENT_AREA]
+        assert [(s["points"], s["group_id"], list(s)) for s in lm_pred["shapes"]] == [
+            (s["points"], s["group_id"], list(s)) for s in big]
+    assert n_regions >= len(truth["annotations"])
 
 
 def test_without_coco_image_ids_are_file_stems(tmp_path):

@@ -15,6 +15,7 @@ from labelme.utils import shape_to_mask
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from grape_instances.convert.polygons import mask_to_polygons
 from grape_instances.errors import GrapeInputError
 from grape_instances.synthetic import render
 from grape_instances.synthetic.render import (
@@ -24,7 +25,6 @@ from grape_instances.synthetic.render import (
     config_from_size,
     generate_dataset,
     image_rng,
-    mask_polygons,
     render_scene,
     split_statistics,
 )
@@ -252,7 +252,7 @@ def test_polygons_trace_pixel_edges_exactly():
     m[12:18, 20:29] = True
     m[8, 12] = True  # a diagonal step
     m[15, 2] = True  # a single pixel
-    polys = mask_polygons(m)
+    polys = mask_to_polygons(m, "edges")
     assert len(polys) == 3
     drawn = _polygon_mask([p.astype(float).ravel().tolist() for p in polys], 20, 30)
     np.testing.assert_array_equal(drawn, m)

@@ -58,7 +58,7 @@ def test_visualize_bad_inputs_are_one_line_errors(trained_model, tmp_path):
     broken.write_bytes(b"not a jpeg at all")
     proc = run_tool("visualize.py", "--config-file", DEMO_CONFIG, "--input", str(broken),
                     "--output", str(tmp_path / "o"), "--opts", "MODEL.WEIGHTS", str(trained_model))
-    assert_user_error(proc, "broken.jpg", "cannot read image")
+    assert_user_error(proc, "broken.jpg", "not a readable image")
     proc = run_tool("visualize.py", "--config-file", DEMO_CONFIG, "--input", str(broken),
                     "--output", str(tmp_path / "o"), "--opts", "MODEL.WEIGHTS",
                     str(tmp_path / "nope.pth"))

@@ -12,16 +12,21 @@
     python tools/convert.py from-predictions --results coco_instances_results.json \
         --coco val.json --images DIR --via-out project.json
 
-Every subcommand is one ``add_<name>_parser(subparsers)`` function that declares its flags
-and hands them to the package (``grape_instances.data``); nothing else lives here. Outputs
-are written atomically and refused if they exist, unless ``--overwrite``.
+Every subcommand is one ``add_<name>_parser(subparsers)`` function that declares its flags,
+each flag's ``dest`` being the name of a parameter of the package function the subcommand
+names as its ``target`` (``grape_instances.convert``); :func:`dispatch` calls it with them.
+Nothing else lives here. Outputs are written atomically and refused if they exist, unless
+``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from grape_instances.convert.images import DEFAULT_MAX_PIXELS
 from grape_instances.errors import exit_on_user_error
@@ -58,76 +63,72 @@ def add_strict_images_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_via_parser(subparsers) -> None:
     p = subparsers.add_parser("via", help="VIA 1.x / 2.x / 3.x project or export -> COCO")
-    p.add_argument("--via", required=True, help="VIA JSON (1.x, 2.x export or project, 3.x)")
-    p.add_argument("--images", required=True, help="folder holding the annotated images")
-    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument(
+        "--via",
+        dest="via_path",
+        metavar="VIA",
+        required=True,
+        help="VIA JSON (1.x, 2.x export or project, 3.x)",
+    )
+    p.add_argument(
+        "--images",
+        dest="images_dir",
+        metavar="IMAGES",
+        required=True,
+        help="folder holding the annotated images",
+    )
+    p.add_argument("--out", dest="out_path", metavar="OUT", required=True, help="output COCO JSON")
     p.add_argument("--label-attr", help="region attribute holding the class name")
     p.add_argument("--category", default="bunch", help="class name without --label-attr")
     p.add_argument(
         "--group-attr",
         help="region attribute whose equal values mark parts of one instance (merged)",
     )
-    p.add_argument("--polygons", action="store_true", help="keep polygons instead of RLE")
+    p.add_argument(
+        "--polygons", dest="keep_polygons", action="store_true", help="keep polygons instead of RLE"
+    )
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.via import convert_via
-
-        convert_via(
-            args.via,
-            args.images,
-            args.out,
-            label_attr=args.label_attr,
-            category=args.category,
-            group_attr=args.group_attr,
-            keep_polygons=args.polygons,
-            max_pixels=args.max_pixels,
-            overwrite=args.overwrite,
-            strict_images=args.strict_images,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target="grape_instances.convert.via:convert_via")
 
 
 def add_labelme_parser(subparsers) -> None:
     p = subparsers.add_parser("labelme", help="labelme JSON files -> COCO")
     p.add_argument(
-        "--input", required=True, nargs="+", help="labelme JSON files and/or folders of them"
+        "--input",
+        dest="inputs",
+        metavar="INPUT",
+        required=True,
+        nargs="+",
+        help="labelme JSON files and/or folders of them",
     )
-    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument("--out", dest="out_path", metavar="OUT", required=True, help="output COCO JSON")
     p.add_argument(
         "--root",
         help="dataset folder: image paths may point anywhere inside it (e.g. ../images/x.jpg) "
         "and file names in the output are relative to it (default: the input folder)",
     )
-    p.add_argument("--labels", help="labelme labels.txt (__ignore__, _background_, classes)")
-    p.add_argument("--polygons", action="store_true", help="keep polygons instead of RLE")
+    p.add_argument(
+        "--labels",
+        dest="labels_file",
+        metavar="LABELS",
+        help="labelme labels.txt (__ignore__, _background_, classes)",
+    )
+    p.add_argument(
+        "--polygons", dest="keep_polygons", action="store_true", help="keep polygons instead of RLE"
+    )
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.labelme import convert_labelme
-
-        convert_labelme(
-            args.input,
-            args.out,
-            root=args.root,
-            labels_file=args.labels,
-            keep_polygons=args.polygons,
-            max_pixels=args.max_pixels,
-            overwrite=args.overwrite,
-            strict_images=args.strict_images,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target="grape_instances.convert.labelme:convert_labelme")
 
 
 def add_split_parser(subparsers) -> None:
     p = subparsers.add_parser("split", help="split one COCO JSON by image into train/val/test")
-    p.add_argument("--json", required=True, help="input COCO JSON")
+    p.add_argument(
+        "--json", dest="json_path", metavar="JSON", required=True, help="input COCO JSON"
+    )
     p.add_argument("--out-dir", required=True, help="folder for NAME_train/val/test.json")
     p.add_argument("--val", type=float, default=0.2, help="fraction of images for val")
     p.add_argument("--test", type=float, default=0.0, help="fraction of images for test")
@@ -141,30 +142,18 @@ def add_split_parser(subparsers) -> None:
         help="image key (e.g. variety) whose every value gets images in each split",
     )
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.split import split_coco_file
-
-        split_coco_file(
-            args.json,
-            args.out_dir,
-            val=args.val,
-            test=args.test,
-            seed=args.seed,
-            group_by=args.group_by,
-            stratify_by=args.stratify_by,
-            overwrite=args.overwrite,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target="grape_instances.convert.split:split_coco_file")
 
 
 def add_merge_parser(subparsers) -> None:
     p = subparsers.add_parser("merge", help="merge COCO JSONs into one, renumbering ids")
     p.add_argument("inputs", nargs="+", help="COCO JSON files")
-    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument("--out", dest="out_path", metavar="OUT", required=True, help="output COCO JSON")
     p.add_argument(
-        "--label-map", help="text file of 'old name: new name' lines to unify categories"
+        "--label-map",
+        dest="label_map_file",
+        metavar="LABEL_MAP",
+        help="text file of 'old name: new name' lines to unify categories",
     )
     p.add_argument(
         "--image-dirs",
@@ -174,44 +163,31 @@ def add_merge_parser(subparsers) -> None:
     )
     p.add_argument("--image-root", help="image root of the merged JSON (with --image-dirs)")
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.split import merge_coco_files
-
-        merge_coco_files(
-            args.inputs,
-            args.out,
-            label_map_file=args.label_map,
-            image_dirs=args.image_dirs,
-            image_root=args.image_root,
-            overwrite=args.overwrite,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target="grape_instances.convert.split:merge_coco_files")
 
 
 def add_validate_parser(subparsers) -> None:
     p = subparsers.add_parser("validate", help="check a COCO JSON against its images")
-    p.add_argument("--json", required=True, help="COCO instances JSON")
-    p.add_argument("--images", required=True, help="image root the file names are relative to")
+    p.add_argument(
+        "--json", dest="json_path", metavar="JSON", required=True, help="COCO instances JSON"
+    )
+    p.add_argument(
+        "--images",
+        dest="images_dir",
+        metavar="IMAGES",
+        required=True,
+        help="image root the file names are relative to",
+    )
     p.add_argument("--deep", action="store_true", help="decode every image, not just headers")
-    p.add_argument("--boxes-only", action="store_true",
-                   help="data for a box model (MODEL.MASK_ON False): annotations without a "
-                   "segmentation are fine")
+    p.add_argument(
+        "--boxes-only",
+        dest="masks",
+        action="store_false",
+        help="data for a box model (MODEL.MASK_ON False): annotations without a "
+        "segmentation are fine",
+    )
     add_image_limit_arg(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.validate import validate_coco_file
-
-        report = validate_coco_file(
-            args.json, args.images, deep=args.deep, max_pixels=args.max_pixels,
-            masks=not args.boxes_only,
-        )
-        print(report.format())
-        if not report.ok:
-            sys.exit(1)
-
-    p.set_defaults(func=run)
+    p.set_defaults(target=validate)
 
 
 def add_from_predictions_parser(subparsers) -> None:
@@ -219,10 +195,24 @@ def add_from_predictions_parser(subparsers) -> None:
         "from-predictions",
         help="model predictions -> VIA project / labelme files, to correct instead of draw",
     )
-    p.add_argument("--results", required=True, help="coco_instances_results.json")
-    p.add_argument("--images", required=True, help="folder of the predicted images")
+    p.add_argument(
+        "--results",
+        dest="results_json",
+        metavar="RESULTS",
+        required=True,
+        help="coco_instances_results.json",
+    )
+    p.add_argument(
+        "--images",
+        dest="images_dir",
+        metavar="IMAGES",
+        required=True,
+        help="folder of the predicted images",
+    )
     p.add_argument(
         "--coco",
+        dest="coco_json",
+        metavar="COCO",
         help="COCO JSON the predictions were made on (image_id -> file_name, categories); "
         "without it, each image id must be the file stem of an image in --images",
     )
@@ -237,31 +227,21 @@ def add_from_predictions_parser(subparsers) -> None:
     )
     add_image_limit_arg(p)
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.predictions import convert_predictions
-
-        convert_predictions(
-            args.results,
-            args.images,
-            coco_json=args.coco,
-            via_out=args.via_out,
-            labelme_out=args.labelme_out,
-            score_threshold=args.score_threshold,
-            simplify=args.simplify,
-            max_pixels=args.max_pixels,
-            overwrite=args.overwrite,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target="grape_instances.convert.predictions:convert_predictions")
 
 
 def add_edges_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "edges", help="auto-annotate one-bunch images by edge detection -> COCO (+ VIA)"
     )
-    p.add_argument("--images", required=True, help="folder of one-bunch images")
-    p.add_argument("--out", required=True, help="output COCO JSON")
+    p.add_argument(
+        "--images",
+        dest="images_dir",
+        metavar="IMAGES",
+        required=True,
+        help="folder of one-bunch images",
+    )
+    p.add_argument("--out", dest="out_json", metavar="OUT", required=True, help="output COCO JSON")
     p.add_argument(
         "--background",
         choices=["black", "natural", "auto"],
@@ -273,22 +253,7 @@ def add_edges_parser(subparsers) -> None:
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.edges import convert_edges
-
-        convert_edges(
-            args.images,
-            args.out,
-            background=args.background,
-            via_out=args.via_out,
-            overwrite=args.overwrite,
-            strict_images=args.strict_images,
-            recursive=args.recursive,
-            max_pixels=args.max_pixels,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target="grape_instances.convert.edges:convert_edges")
 
 
 def add_grapesnet_parser(subparsers) -> None:
@@ -319,26 +284,7 @@ def add_grapesnet_parser(subparsers) -> None:
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
-
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.grapesnet import GrapesNetLayout, convert_grapesnet
-
-        layout = GrapesNetLayout.from_json(args.layout) if args.layout else GrapesNetLayout()
-        convert_grapesnet(
-            args.root,
-            args.out_dir,
-            annotations=args.annotations,
-            weights=args.weights,
-            layout=layout.with_patterns(args.pattern),
-            auto=args.auto,
-            key_column=args.key_column,
-            weight_column=args.weight_column,
-            overwrite=args.overwrite,
-            strict_images=args.strict_images,
-            max_pixels=args.max_pixels,
-        )
-
-    p.set_defaults(func=run)
+    p.set_defaults(target=grapesnet)
 
 
 def add_wgisd_parser(subparsers) -> None:
@@ -353,20 +299,37 @@ def add_wgisd_parser(subparsers) -> None:
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
+    p.set_defaults(target="grape_instances.convert.wgisd:convert_wgisd")
 
-    def run(args: argparse.Namespace) -> None:
-        from grape_instances.convert.wgisd import convert_wgisd
 
-        convert_wgisd(
-            args.root,
-            args.out_dir,
-            boxes_json=args.boxes_json,
-            overwrite=args.overwrite,
-            strict_images=args.strict_images,
-            max_pixels=args.max_pixels,
-        )
+def validate(**kwargs: Any) -> None:
+    """``validate``: print the report; exit 1 when the JSON is invalid."""
+    from grape_instances.convert.validate import validate_coco_file
 
-    p.set_defaults(func=run)
+    report = validate_coco_file(**kwargs)
+    print(report.format())
+    if not report.ok:
+        sys.exit(1)
+
+
+def grapesnet(layout: str | None, pattern: list[str], **kwargs: Any) -> None:
+    """``grapesnet``: ``--layout`` (JSON) and ``--pattern`` overrides make one layout."""
+    from grape_instances.convert.grapesnet import GrapesNetLayout, convert_grapesnet
+
+    base = GrapesNetLayout.from_json(layout) if layout else GrapesNetLayout()
+    convert_grapesnet(layout=base.with_patterns(pattern), **kwargs)
+
+
+def dispatch(args: argparse.Namespace) -> Any:
+    """Call the subcommand's target (``"module:function"``, imported only now so that
+    ``--help`` stays fast, or a function of this file) with its flags as keywords."""
+    kwargs = vars(args).copy()
+    target: str | Callable[..., Any] = kwargs.pop("target")
+    kwargs.pop("command", None)
+    if isinstance(target, str):
+        module, name = target.split(":")
+        target = getattr(importlib.import_module(module), name)
+    return target(**kwargs)
 
 
 SUBCOMMANDS = [
@@ -398,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     from detectron2.utils.logger import setup_logger
 
     setup_logger(name="grape_instances")
-    args.func(args)
+    dispatch(args)
 
 
 if __name__ == "__main__":

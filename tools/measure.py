@@ -109,10 +109,11 @@ def main(argv=None) -> None:
                                   "are for --coco)")
         setup_logger(name="detectron2")
         import grape_instances.modeling  # noqa: F401  (registers the semantic models)
+        from grape_instances.convert.images import expand_inputs
         from grape_instances.data.datasets import register_from_config
         from grape_instances.engine import build_config
         from grape_instances.measure.sources import jobs_from_files
-        from grape_instances.predict import Predictor, expand_inputs
+        from grape_instances.predict import Predictor
 
         tiling = ["TEST.TILE_SIZE", str(args.tile)] if args.tile else []
         if args.tile_overlap is not None:

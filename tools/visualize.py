@@ -15,10 +15,11 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
+from grape_instances.convert.images import expand_inputs
 from grape_instances.data.datasets import register_from_config
 from grape_instances.engine import build_config
 from grape_instances.errors import exit_on_user_error
-from grape_instances.predict import expand_inputs, visualize_files, visualize_video
+from grape_instances.predict import visualize_files, visualize_video
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -59,8 +59,8 @@ from .images import (
     leave_out_undecodable,
     list_image_files,
 )
-from .predictions import mask_to_polygons
-from .via import via2_settings
+from .polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project
 from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
@@ -379,16 +379,6 @@ def _clean(mask: np.ndarray, params: EdgeParams, close_radius: float | None = No
     return m
 
 
-def bunch_polygons(mask: np.ndarray, epsilon_px: float) -> list[np.ndarray]:
-    """Outer outlines of ``mask`` along pixel edges, simplified by ``cv2.approxPolyDP``.
-
-    Pixel edges (not pixel centres) are the convention of VIA and pycocotools, so a person
-    who opens the VIA project sees the outline around the bunch, and converting it back
-    rasterises to the same mask.
-    """
-    return mask_to_polygons(mask, "edges", tolerance=epsilon_px)
-
-
 def rasterize_polygons(polygons: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """Bool mask of pixel-edge polygons, rasterised by pycocotools as every converter does."""
     if not polygons:
@@ -429,7 +419,9 @@ def auto_annotate(
         return EdgeResult(np.zeros((h, w), bool), [], background)
     if scale < 1.0:  # back to full size through a smooth (linear) mask, then re-threshold
         work = cv2.resize(work.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-    polygons = bunch_polygons(work, params.epsilon_px)
+    # along pixel edges (VIA's and pycocotools' convention): a person who opens the VIA
+    # project sees the outline around the bunch, and converting it back gives this mask
+    polygons = mask_to_polygons(work, "edges", params.epsilon_px, MIN_COMPONENT_AREA)
     return EdgeResult(rasterize_polygons(polygons, h, w), polygons, background)
 
 
@@ -442,38 +434,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 # --------------------------------------------------------------------------- folders
 
 
-def via_region(polygon: np.ndarray, category: str = DEFAULT_CATEGORY) -> dict:
-    """One VIA 2 polygon region (class in the ``name`` attribute, as VIA's own projects)."""
-    pts = np.asarray(polygon)
-    return {
-        "shape_attributes": {"name": "polygon", "all_points_x": pts[:, 0].tolist(),
-                             "all_points_y": pts[:, 1].tolist()},
-        "region_attributes": {"name": category},
-    }
-
-
 def via_project(records: dict[str, dict], images_dir: str | os.PathLike, name: str) -> dict:
     """A VIA 2.x project (``Project > Open`` in VIA 2) over ``records`` keyed filename+size.
 
     ``default_filepath`` points VIA at the images folder, so the project opens with its
     images when VIA runs on the same machine.
     """
-    settings = via2_settings(name, os.path.abspath(images_dir) + os.sep,
-                             region_label="name", region_color="name")
-    return {
-        "_via_settings": settings,
-        "_via_img_metadata": records,
-        "_via_attributes": {
-            "region": {"name": {"type": "dropdown", "description": "class",
-                                "options": {DEFAULT_CATEGORY: DEFAULT_CATEGORY},
-                                "default_options": {DEFAULT_CATEGORY: True}}},
-            "file": {"background": {"type": "dropdown", "description": "background kind",
-                                    "options": {"black": "black", "natural": "natural"},
-                                    "default_options": {}}},
-        },
-        "_via_data_format_version": "2.0.10",
-        "_via_image_id_list": list(records),
-    }
+    return via2_project(
+        records, name, os.path.abspath(images_dir) + os.sep,
+        {"name": via2_dropdown("class", [DEFAULT_CATEGORY], default=DEFAULT_CATEGORY)},
+        {"background": via2_dropdown("background kind", ["black", "natural"])},
+        region_label="name", region_color="name")
 
 
 def convert_edges(
@@ -520,11 +491,10 @@ def convert_edges(
             continue
         result = auto_annotate(np.ascontiguousarray(image), background, params)
         counts[result.background] += 1
-        size = path.stat().st_size
-        records[f"{rel}{size}"] = {
-            "filename": rel, "size": size, "file_attributes": {"background": result.background},
-            "regions": [via_region(p) for p in result.polygons],
-        }
+        regions = [via2_polygon_region(p, {"name": DEFAULT_CATEGORY}) for p in result.polygons]
+        key, record = via2_image(rel, path.stat().st_size, regions,
+                                 {"background": result.background})
+        records[key] = record
         if not result.polygons:
             warnings.add("images where no bunch was found (left out of the COCO JSON)", rel)
             continue

@@ -44,7 +44,7 @@ its header says ``kg``. Every Dataset-4 image whose key, stem or folder matches 
 (searched recursively) annotate the others, and win over the automatic masks (they are what
 a person corrected). Images of annotation files are found by path, else by unique file name.
 Images without any annotation are counted, listed in the log and left out. Images that do
-not decode (checked by the VIA / labelme converters, or by the one full decode of edge
+not decode (checked by the VIA / labelme readers, or by the one full decode of edge
 detection) are left out as a counted warning, or refused with ``strict_images``.
 
 Output: ``OUT_DIR/grapesnet_<subset>.json`` (``dataset1`` ... ``dataset4``), file names
@@ -61,7 +61,6 @@ import fnmatch
 import io
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ from tqdm import tqdm
 
 from ..errors import GrapeInputError
 from ..fileio import atomic_outputs, check_output_path, read_json
-from .coco import DEFAULT_CATEGORY, CocoBuilder, rle_to_mask
+from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Records, add_instances
 from .edges import EdgeParams, auto_annotate, detect_background
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -106,6 +105,7 @@ NO_BUNCH = "images where edge detection found no bunch (left out)"
 UNMATCHED_WEIGHT = "weight table rows matching no Dataset-4 image"
 NO_WEIGHT = "Dataset-4 images without a weight"
 EMPTY_WEIGHT = "weight table rows with an empty weight (skipped)"
+EMPTY_INSTANCE = "annotated instances without any pixel (skipped)"
 
 
 @dataclass
@@ -407,13 +407,6 @@ def attach_weights(images: list[GrapesNetImage], weights: dict[str, float],
 # --------------------------------------------------------------------------- annotations
 
 
-@dataclass
-class _Instance:
-    category: str
-    segmentation: dict
-    iscrowd: int
-
-
 def _annotation_files(folder: Path) -> tuple[list[Path], list[Path], WarningCounter]:
     from .via import detect_via_version
 
@@ -459,16 +452,16 @@ def load_annotations(annotations: str | os.PathLike, root: Path,
                      images: list[GrapesNetImage], max_pixels: int | None,
                      warnings: WarningCounter, strict_images: bool = False,
                      undecodable: set[str] | None = None
-                     ) -> dict[str, tuple[str, list[_Instance]]]:
-    """``{image rel path: (tool, instances)}`` from the VIA / labelme files of a folder.
+                     ) -> dict[str, tuple[str, ImageRecord]]:
+    """``{image rel path: (tool, record)}`` from the VIA / labelme files of a folder.
 
-    Each file is converted by the project's own VIA / labelme converter (same rules, same
-    warnings) into a temporary COCO JSON, whose images are matched back to the tree. The
-    absolute paths of the images those converters left out as undecodable are added to
-    ``undecodable``, so they are not decoded again.
+    Each file is read by the project's own VIA / labelme reader (same rules, same
+    warnings), in memory; its images are matched back to the tree by path, else by unique
+    file name. The absolute paths of the images those readers left out as undecodable are
+    added to ``undecodable``, so they are not decoded again.
     """
-    from .labelme import convert_labelme
-    from .via import convert_via
+    from .labelme import read_labelme
+    from .via import read_via
 
     folder = Path(annotations)
     if not folder.is_dir():
@@ -480,45 +473,36 @@ def load_annotations(annotations: str | os.PathLike, root: Path,
     by_name: dict[str, list[GrapesNetImage]] = defaultdict(list)
     for img in images:
         by_name[img.path.name.lower()].append(img)
-    found: dict[str, tuple[str, list[_Instance]]] = {}
+    found: dict[str, tuple[str, ImageRecord]] = {}
     source_of: dict[str, Path] = {}
     skipped_paths = undecodable if undecodable is not None else set()
-    with tempfile.TemporaryDirectory(prefix="grapesnet_ann_") as tmp:
-        jobs = []
-        for i, via_path in enumerate(via_files):
-            out = Path(tmp) / f"via_{i}.json"
-            result = convert_via(via_path, _via_images_dir(via_path, root, by_name), out,
-                                 max_pixels=max_pixels, strict_images=strict_images)
-            skipped_paths.update(os.path.abspath(p) for p in result["undecodable"])
-            jobs.append(("via", via_path, out))
-        if labelme_files:
-            out = Path(tmp) / "labelme.json"
-            common = Path(os.path.commonpath([os.path.abspath(root), os.path.abspath(folder)]))
-            result = convert_labelme(labelme_files, out, root=common, max_pixels=max_pixels,
-                                     strict_images=strict_images)
-            skipped_paths.update(os.path.abspath(p) for p in result["undecodable"])
-            jobs.append(("labelme", folder, out))
-        for tool, source, out in jobs:
-            coco = read_json(out)
-            image_root = Path(coco["info"]["image_root"])
-            cats = {c["id"]: c["name"] for c in coco["categories"]}
-            anns: dict[int, list[_Instance]] = defaultdict(list)
-            for a in coco["annotations"]:
-                anns[a["image_id"]].append(
-                    _Instance(cats[a["category_id"]], a["segmentation"], a["iscrowd"]))
-            for entry in coco["images"]:
-                target = by_path.get(os.path.abspath(image_root / entry["file_name"]))
-                if target is None:
-                    same = by_name.get(Path(entry["file_name"]).name.lower(), [])
-                    target = same[0] if len(same) == 1 else None
-                if target is None:
-                    warnings.add(UNMATCHED_ANN, f"{source}: {entry['file_name']}")
-                    continue
-                if target.rel in found:
-                    raise GrapeInputError(f"{target.rel} is annotated twice (in "
-                                          f"{source_of[target.rel]} and {source})")
-                found[target.rel] = (tool, anns[entry["id"]])
-                source_of[target.rel] = source
+    jobs: list[tuple[str, Path, Records, str]] = []
+    for via_path in via_files:
+        jobs.append(("via", via_path, read_via(via_path, _via_images_dir(via_path, root, by_name),
+                                               max_pixels=max_pixels,
+                                               strict_images=strict_images), f"{via_path}: "))
+    if labelme_files:
+        common = Path(os.path.commonpath([os.path.abspath(root), os.path.abspath(folder)]))
+        jobs.append(("labelme", folder, read_labelme(labelme_files, root=common,
+                                                     max_pixels=max_pixels,
+                                                     strict_images=strict_images),
+                     "labelme: "))
+    for tool, source, records, prefix in jobs:
+        for rec in records.images:
+            target = None if rec.embedded else by_path.get(os.path.abspath(rec.path))
+            if target is None:
+                same = by_name.get(Path(rec.file_name).name.lower(), [])
+                target = same[0] if len(same) == 1 else None
+            if target is None:
+                warnings.add(UNMATCHED_ANN, f"{source}: {rec.file_name}")
+                continue
+            if target.rel in found:
+                raise GrapeInputError(f"{target.rel} is annotated twice (in "
+                                      f"{source_of[target.rel]} and {source})")
+            found[target.rel] = (tool, rec)
+            source_of[target.rel] = source
+        skipped_paths.update(os.path.abspath(p) for p in records.undecodable)
+        records.warnings.log(logger, prefix=prefix)
     return found
 
 
@@ -574,7 +558,7 @@ def convert_grapesnet(
     manual = (load_annotations(annotations, root, images, max_pixels, warnings,
                                strict_images, undecodable)
               if annotations is not None else {})
-    categories = sorted({i.category for _, insts in manual.values() for i in insts}
+    categories = sorted({i.category for _, rec in manual.values() for i in rec.instances}
                         - {DEFAULT_CATEGORY})
     builders = {s: CocoBuilder([DEFAULT_CATEGORY, *categories], source="grapesnet")
                 for s in SUBSETS}
@@ -587,12 +571,16 @@ def convert_grapesnet(
             warnings.add(UNDECODABLE, img.rel)
             continue
         if img.rel in manual:
-            tool, instances = manual[img.rel]
+            tool, rec = manual[img.rel]
             size = read_image_size(img.path, max_pixels=max_pixels)
+            if (size.height, size.width) != (rec.height, rec.width):
+                raise GrapeInputError(
+                    f"{rec.source}: {rec.file_name} is annotated at {rec.width}x{rec.height} "
+                    f"but {img.rel} is {size.width}x{size.height}")
             image_id = builder.add_image(img.rel, size.height, size.width, **img.extras(tool))
-            for inst in instances:
-                builder.add_annotation(image_id, mask=rle_to_mask(inst.segmentation),
-                                       category=inst.category, iscrowd=inst.iscrowd)
+            # VIA polygons stay polygons; labelme masks become RLE once
+            add_instances(builder, image_id, rec.instances, warnings, EMPTY_INSTANCE,
+                          keep_polygons=True)
         elif _should_auto(img, auto):
             try:
                 image = np.ascontiguousarray(decode_image(img.path, max_pixels=max_pixels,
@@ -619,19 +607,19 @@ def convert_grapesnet(
             unannotated.append(img.rel)
             continue
         counts[img.subset]["annotated"] += 1
-    if not any(b.images for b in builders.values()):
+    if not any(b.num_images for b in builders.values()):
         raise GrapeInputError(f"{root}: none of the {len(images)} images has an annotation "
                               "(no Dataset-1 black-background images; pass --annotations)")
     written = []
-    to_write = [outputs[s] for s, b in builders.items() if b.images]
+    to_write = [outputs[s] for s, b in builders.items() if b.num_images]
     with atomic_outputs(to_write, overwrite=overwrite) as out:  # every subset or none
         for subset, builder in builders.items():
-            counts[subset]["instances"] = len(builder.annotations)
-            if not builder.images:
+            counts[subset]["instances"] = builder.num_annotations
+            if not builder.num_images:
                 continue
             builder.info["image_root"] = str(root)
             path = outputs[subset]
-            out.write_json(path, builder.to_dict())
+            builder.write(path, outputs=out)
             written.append(path)
             logger.info("%s: %d of %d images annotated, %d instances -> %s", subset,
                         counts[subset]["annotated"], counts[subset]["images"],

@@ -10,8 +10,11 @@ Converters never trust an annotation file's idea of where an image is or how big
 * :func:`read_image_size` reads width and height from the image header only (PIL opens
   lazily), with the EXIF orientation applied, because Detectron2's ``read_image`` applies
   it too and the sizes in the COCO JSON must be the ones Detectron2 will see.
-* :func:`decode_image` fully decodes (``validate --deep``, edge detection) with the same
-  orientation handling as Detectron2.
+* :func:`decode_image` fully decodes (``validate --deep``, edge detection, and the images
+  ``predict`` / ``measure`` run on) with the same orientation handling as Detectron2;
+  :func:`list_image_files` and :func:`expand_inputs` list the images of a folder or glob.
+  These sit here, not beside ``predict``, because they depend on nothing but PIL and the
+  project's errors, and every converter already reads images through them.
 * ``read_image_size(..., decode=True)`` also decodes the pixels cheaply (a JPEG at 1/8
   scale), because a truncated file has a valid header: without this, a converter accepts it
   and training dies minutes later in a data-loader worker. Such a file raises
@@ -32,6 +35,7 @@ file. Checking the pixel count ourselves matters: importing labelme sets
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -314,6 +318,28 @@ def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list
     return sorted(
         p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and globs -> a sorted, de-duplicated file list
+    (what visualize and measure take on the command line)."""
+    files: list[Path] = []
+    for item in inputs:
+        if any(c in item for c in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise GrapeInputError(f"{item}: no file matches this pattern")
+            files += [Path(m) for m in matches if Path(m).suffix.lower() in IMAGE_EXTENSIONS]
+        elif os.path.isdir(item):
+            found = list_image_files(item)
+            if not found:
+                raise GrapeInputError(f"{item}: folder holds no image")
+            files += found
+        elif os.path.isfile(item):
+            files.append(Path(item))
+        else:
+            raise GrapeInputError(f"{item}: no such file or folder")
+    return list(dict.fromkeys(files))
 
 
 def image_file_size(path: str | os.PathLike) -> int:

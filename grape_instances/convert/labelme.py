@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.metadata
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,15 @@ from tqdm import tqdm
 
 from ..errors import GrapeInputError
 from ..fileio import atomic_outputs, check_output_path, read_json
-from .coco import DEFAULT_CATEGORY
-from .coco_stream import StreamingCocoBuilder
+from .coco import (
+    DEFAULT_CATEGORY,
+    CocoBuilder,
+    ImageRecord,
+    Instance,
+    Records,
+    SpoolStore,
+    add_instances,
+)
 from .images import (
     DEFAULT_MAX_PIXELS,
     EXIF_ORIENTATION_TAG,
@@ -74,6 +82,29 @@ class LabelmeFile:
     shapes: list[dict]
     has_image_data: bool
     labels: set[str] = field(default_factory=set)
+
+
+def labelme_version() -> str:
+    """The installed labelme's version, written in the files we make so that labelme opens
+    them as its own (read from the package metadata: importing labelme is not needed)."""
+    return importlib.metadata.version("labelme")
+
+
+def labelme_shape(label: str, points: Any, group_id: int | None = None,
+                  description: str = "") -> dict:
+    """One labelme polygon shape from a K x 2 ``(x, y)`` array (floats, as labelme saves);
+    shapes sharing ``(label, group_id)`` are one instance."""
+    return {"label": label, "points": np.asarray(points, dtype=np.float64).tolist(),
+            "group_id": group_id, "description": description, "shape_type": "polygon",
+            "flags": {}, "mask": None}
+
+
+def labelme_record(shapes: list[dict], image_path: str, height: int, width: int) -> dict:
+    """The one labelme JSON writer: ``image_path`` is relative to the JSON's folder (posix),
+    the image is referenced, not embedded (``imageData`` null)."""
+    return {"version": labelme_version(), "flags": {}, "shapes": shapes,
+            "imagePath": image_path, "imageData": None,
+            "imageHeight": int(height), "imageWidth": int(width)}
 
 
 def read_labels_file(path: str | os.PathLike) -> list[str]:
@@ -241,6 +272,70 @@ def _mask_shape(shape, pts, height, width, warnings, where, img_b64_to_arr):
     return full
 
 
+def read_labelme(
+    inputs: Sequence[str | os.PathLike],
+    *,
+    root: str | os.PathLike | None = None,
+    labels_file: str | os.PathLike | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    strict_images: bool = False,
+    extract_dir: str | os.PathLike | None = None,
+    warnings: WarningCounter | None = None,
+) -> Records:
+    """Read labelme JSON files (or folders of them): categories now, images lazily (one
+    :class:`ImageRecord` each, instances as masks from labelme's own rasteriser, which is
+    the reference), so that a caller composes it without temporary files.
+
+    Categories: those of ``labels_file`` in its order (a label outside it is an error),
+    else the labels found, sorted. An image absent on disk but embedded in its JSON gets
+    ``embedded=True`` and a path under ``extract_dir`` (default: ``root/labelme_images``);
+    nothing is written. An image that does not decode is left out (counted, listed in
+    ``undecodable``) unless ``strict_images``.
+    """
+    root_path = Path(os.path.abspath(root)) if root else default_root(inputs)
+    if not root_path.is_dir():
+        raise GrapeInputError(f"{root_path}: dataset root folder not found")
+    files = [load_labelme_file(p) for p in find_labelme_files(inputs)]
+    categories = _categories(files, labels_file)
+    warnings = warnings if warnings is not None else WarningCounter()
+    records = Records(categories, root_path, "labelme", iter(()), warnings)
+    target = Path(extract_dir) if extract_dir is not None else root_path / "labelme_images"
+    records.images = _labelme_records(files, root_path, target, max_pixels, strict_images,
+                                      records)
+    return records
+
+
+def _labelme_records(files: list[LabelmeFile], root_path: Path, extract_dir: Path,
+                     max_pixels: int | None, strict_images: bool, records: Records
+                     ) -> Iterator[ImageRecord]:
+    warnings, categories = records.warnings, records.categories
+    seen: dict[str, Path] = {}
+    for lf in tqdm(files, desc="labelme files", unit="file", leave=False, disable=None):
+        try:
+            path, size, embedded = _locate_image(lf, root_path, extract_dir, max_pixels,
+                                                 warnings)
+        except UndecodableImageError as e:
+            leave_out_undecodable(e, warnings, strict_images)
+            records.undecodable.append(str(e.path))
+            continue
+        rel = os.path.relpath(path, root_path).replace(os.sep, "/")
+        if rel in seen:
+            raise GrapeInputError(
+                f"{lf.json_path}: image {rel!r} is also annotated by {seen[rel]}"
+            )
+        seen[rel] = lf.json_path
+        h, w = lf.declared_size
+        if (h, w) != (None, None) and (h, w) != (size.height, size.width):
+            warnings.add(SIZE_MISMATCH, f"{lf.json_path.name}: JSON {w}x{h}, image "
+                                        f"{size.width}x{size.height}")
+        instances = [Instance(categories[0] if label == IGNORE_LABEL else label, where,
+                              mask=mask, iscrowd=int(label == IGNORE_LABEL))
+                     for label, mask, where in _instances(lf, size.height, size.width,
+                                                          warnings)]
+        yield ImageRecord(rel, Path(path), size.height, size.width, instances, lf.json_path,
+                          embedded)
+
+
 def convert_labelme(
     inputs: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
@@ -252,58 +347,28 @@ def convert_labelme(
     overwrite: bool = False,
     strict_images: bool = False,
 ) -> dict:
-    """Convert labelme JSON files (or folders of them) into one COCO instances JSON.
+    """Convert labelme JSON files (or folders of them) into one COCO instances JSON:
+    :func:`read_labelme` into a spooled :class:`CocoBuilder`; embedded images are written
+    to ``<out stem>_images/`` together with the JSON (all or none).
 
-    Categories: those of ``labels_file`` in its order (a label outside it is an error),
-    else the labels found, sorted. ``keep_polygons`` is accepted for symmetry with the
-    VIA converter but masks are always RLE: labelme's rasterisation is the reference.
-    An image that does not decode is left out (counted, listed in the summary's
-    ``undecodable``) unless ``strict_images``.
-    Returns a summary like :func:`grape_instances.data.via.convert_via`.
+    ``keep_polygons`` is accepted for symmetry with the VIA converter but masks are always
+    RLE: labelme's rasterisation is the reference.
+    Returns a summary like :func:`grape_instances.convert.via.convert_via`.
     """
     del keep_polygons  # masks come from labelme's rasteriser; polygons would re-rasterise
     out_path = check_output_path(out_path, overwrite)
-    root_path = Path(os.path.abspath(root)) if root else default_root(inputs)
-    if not root_path.is_dir():
-        raise GrapeInputError(f"{root_path}: dataset root folder not found")
-    files = [load_labelme_file(p) for p in find_labelme_files(inputs)]
-    categories = _categories(files, labels_file)
     extract_dir = out_path.parent / f"{out_path.stem}_images"
-    warnings = WarningCounter()
-    seen: dict[str, Path] = {}
-    undecodable: list[str] = []
-    to_extract: list[tuple[LabelmeFile, Path]] = []
-    with StreamingCocoBuilder(categories=categories, source="labelme") as builder:
-        for lf in tqdm(files, desc="labelme files", unit="file", leave=False,
-                       disable=None):
-            try:
-                path, size, embedded = _locate_image(lf, root_path, extract_dir, max_pixels,
-                                                     warnings)
-            except UndecodableImageError as e:
-                leave_out_undecodable(e, warnings, strict_images)
-                undecodable.append(str(e.path))
-                continue
-            if embedded:
-                to_extract.append((lf, path))
-            rel = os.path.relpath(path, root_path).replace(os.sep, "/")
-            if rel in seen:
-                raise GrapeInputError(
-                    f"{lf.json_path}: image {rel!r} is also annotated by {seen[rel]}"
-                )
-            seen[rel] = lf.json_path
-            h, w = lf.declared_size
-            if (h, w) != (None, None) and (h, w) != (size.height, size.width):
-                warnings.add(SIZE_MISMATCH, f"{lf.json_path.name}: JSON {w}x{h}, image "
-                                            f"{size.width}x{size.height}")
-            image_id = builder.add_image(rel, size.height, size.width)
-            for label, mask, where in _instances(lf, size.height, size.width, warnings):
-                ignore = label == IGNORE_LABEL
-                ann_id = builder.add_annotation(
-                    image_id, mask=mask, category=categories[0] if ignore else label,
-                    iscrowd=int(ignore),
-                )
-                if ann_id is None:
-                    warnings.add(EMPTY_MASK, where)
+    records = read_labelme(inputs, root=root, labels_file=labels_file, max_pixels=max_pixels,
+                           strict_images=strict_images, extract_dir=extract_dir)
+    warnings, root_path = records.warnings, records.image_root
+    to_extract: list[tuple[Path, Path]] = []
+    with CocoBuilder(records.categories, source=records.source, store=SpoolStore()
+                     ) as builder:
+        for rec in records.images:
+            if rec.embedded:
+                to_extract.append((rec.source, rec.path))
+            image_id = builder.add_image(rec.file_name, rec.height, rec.width)
+            add_instances(builder, image_id, rec.instances, warnings, EMPTY_MASK)
         builder.info["image_root"] = str(root_path)
         if to_extract and extract_dir.exists() and not overwrite:
             raise GrapeInputError(f"{extract_dir}: output already exists (pass --overwrite "
@@ -311,13 +376,13 @@ def convert_labelme(
         # the COCO JSON and the images it names appear together or not at all
         with atomic_outputs([out_path] + [t for _, t in to_extract],
                             overwrite=overwrite) as outputs:
-            for lf, target in to_extract:
-                raw, _, _ = _embedded_image(lf.json_path, max_pixels, decode=False)
+            for json_path, target in to_extract:
+                raw, _, _ = _embedded_image(json_path, max_pixels, decode=False)
                 with outputs.open(target, "wb") as f:
                     f.write(raw)
             builder.write(out_path, outputs=outputs)
         summary = builder.summary(warnings)
-    summary["undecodable"] = undecodable
+    summary["undecodable"] = records.undecodable
     warnings.log(logger, prefix="labelme: ")
     logger.info("labelme: %d files, %d instances -> %s (image root %s)", summary["images"],
                 summary["annotations"], out_path, root_path)

@@ -1,4 +1,5 @@
-"""Polygon geometry shared by the converters: sanitising, clipping and shape outlines.
+"""Polygon geometry shared by the converters: sanitising, clipping, shape outlines, and the
+one mask -> polygon step (:func:`mask_to_polygons`).
 
 Hand-drawn annotations are messy: vertices dragged past the image border, NaN from broken
 exports, two-point "polygons", mismatched x / y lists. :func:`sanitize_polygon` turns one
@@ -200,12 +201,86 @@ def circle_through(points: Sequence[Sequence[float]]) -> tuple[float, float, flo
     return ux, uy, math.hypot(ax - ux, ay - uy)
 
 
-def pixel_centre_outlines(mask: np.ndarray) -> list[np.ndarray]:
+#: Components of a mask smaller than this (px) are not worth a polygon to correct by hand
+#: (predictions, edge auto-annotation); exact exports (the synthetic data) keep every one.
+MIN_COMPONENT_AREA = 4
+
+#: Pixel conventions of :func:`mask_to_polygons`: along pixel edges (VIA, pycocotools) or
+#: through boundary-pixel centres (labelme).
+POLYGON_CONVENTIONS = ("edges", "centres")
+
+
+def mask_to_polygons(mask: np.ndarray, convention: str = "edges", tolerance: float = 0.0,
+                     min_area: float = 0) -> list[np.ndarray]:
+    """Outer outlines of a binary mask's components as K x 2 int32 ``(x, y)`` vertex arrays.
+
+    The one mask -> polygon step of the project (synthetic export, predictions, edge
+    auto-annotation). Tools rasterise polygons differently, so the outline must follow the
+    tool that will read it:
+
+    * ``"edges"`` (VIA; pycocotools): along pixel edges, pixel (x, y) covering
+      [x, x+1] x [y, y+1];
+    * ``"centres"`` (labelme, whose ``shape_to_mask`` fills the polygon *and* draws its
+      outline): through the centres of the boundary pixels.
+
+    Either way rasterising the polygons in that tool gives the mask back (holes aside: VIA
+    and labelme polygons have none). Components whose area (pixels) is below ``min_area``
+    are dropped; ``tolerance`` > 0 simplifies the outlines with ``cv2.approxPolyDP`` (fewer
+    vertices to drag, less exact). Vertices stay integers either way.
+    """
+    if convention == "edges":
+        outlines = _pixel_edge_outlines(mask)
+    elif convention == "centres":
+        outlines = _pixel_centre_outlines(mask)
+    else:
+        raise ValueError(f"unknown polygon convention {convention!r} "
+                         f"(expected one of {POLYGON_CONVENTIONS})")
+    polys = []
+    for outline in outlines:
+        if len(outline) < 3:
+            continue
+        outline = outline.astype(np.int32)
+        if min_area > 0:
+            area = cv2.contourArea(outline.reshape(-1, 1, 2))
+            if convention == "centres":  # pixels on and inside the outline (Pick's theorem)
+                area += cv2.arcLength(outline.reshape(-1, 1, 2), True) / 2 + 1
+            if area < min_area:
+                continue
+        if tolerance > 0:
+            outline = cv2.approxPolyDP(outline.reshape(-1, 1, 2), tolerance, True).reshape(-1, 2)
+        if len(outline) >= 3:
+            polys.append(outline)
+    return polys
+
+
+def _pixel_edge_outlines(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer outlines along pixel edges (K x 2 int arrays), as an annotator clicking on
+    the image and pycocotools see pixel (x, y): the square [x, x+1] x [y, y+1].
+
+    The edges are traced as the boundary-pixel centres of the mask upsampled twice: there
+    a centre u maps to the pixel corner ceil(u / 2).
+    """
+    up = np.repeat(np.repeat(mask.astype(np.uint8), 2, axis=0), 2, axis=1)
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    polygons = []
+    for c in contours:
+        p = (c[:, 0, :] + 1) // 2
+        p = p[np.any(p != np.roll(p, 1, axis=0), axis=1)]  # repeated corners
+        before, after = p - np.roll(p, 1, axis=0), np.roll(p, -1, axis=0) - p
+        cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+        dot = (before * after).sum(1)
+        p = p[(cross != 0) | (dot < 0)]  # straight-through vertices add nothing
+        if len(p) >= 3:
+            polygons.append(p)
+    return polygons
+
+
+def _pixel_centre_outlines(mask: np.ndarray) -> list[np.ndarray]:
     """Outer outlines through the centres of a mask's boundary pixels (K x 2 int arrays).
 
-    This is labelme's convention: its ``shape_to_mask`` fills a polygon *and* draws its
-    outline, so these outlines rasterise back to the mask (holes aside), whereas outlines
-    along pixel edges (pycocotools' convention) come back one pixel too wide.
+    labelme's convention: its ``shape_to_mask`` fills a polygon *and* draws its outline, so
+    these outlines rasterise back to the mask (holes aside), whereas outlines along pixel
+    edges come back one pixel too wide there.
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)

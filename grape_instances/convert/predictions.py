@@ -6,7 +6,8 @@ reads Detectron2's ``coco_instances_results.json`` (written by ``COCOEvaluator``
 detection), keeps detections with ``score >= score_threshold``, turns each mask into
 polygons (``cv2.findContours`` on the outer boundaries, optionally simplified by
 ``cv2.approxPolyDP``) and writes them as a VIA 2.x project and/or one labelme JSON per
-image (each in its tool's pixel convention, see :func:`mask_to_polygons`). Parts of one
+image (each in its tool's pixel convention, see
+:func:`~grape_instances.convert.polygons.mask_to_polygons`). Parts of one
 instance share the VIA region attribute ``instance`` and the labelme
 ``group_id``, so converting the corrected file back (``via --group-attr instance`` or
 ``labelme``) gives one instance again. Holes inside a mask are not kept (VIA and labelme
@@ -27,12 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from ..errors import GrapeInputError
 from ..fileio import atomic_outputs, check_output_path, read_json
-from ..synthetic.render import mask_polygons
 from .coco import rle_to_mask
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -40,50 +37,11 @@ from .images import (
     read_image_size,
     resolve_image_path,
 )
-from .polygons import pixel_centre_outlines
-from .via import via2_settings
+from .labelme import labelme_record, labelme_shape
+from .polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 
 logger = logging.getLogger(__name__)
-
-#: Components of a mask smaller than this (px) are dropped: specks are not worth a polygon.
-MIN_COMPONENT_AREA = 4
-
-def mask_to_polygons(mask: np.ndarray, convention: str, tolerance: float = 0.0,
-                     min_area: int = MIN_COMPONENT_AREA) -> list[np.ndarray]:
-    """Outer outlines of a binary mask's components as N x 2 vertex arrays.
-
-    The two tools rasterise polygons differently, so the outline must follow each one:
-
-    * ``"edges"`` (VIA, rasterised by pycocotools here): along pixel edges, pixel (x, y)
-      covering [x, x+1] x [y, y+1] (:func:`grape_instances.data.synthetic.mask_polygons`);
-    * ``"centres"`` (labelme, rasterised by its ``shape_to_mask``, which fills the polygon
-      *and* its outline): through the centres of the boundary pixels
-      (:func:`grape_instances.data.polygons.pixel_centre_outlines`, ``cv2.findContours``).
-
-    Either way rasterising the polygons gives the mask back (holes aside). ``tolerance`` >
-    0 simplifies them with ``cv2.approxPolyDP`` (fewer vertices to drag, less exact).
-    """
-    if convention == "edges":
-        outlines = mask_polygons(mask)
-    elif convention == "centres":
-        outlines = pixel_centre_outlines(mask)
-    else:
-        raise ValueError(f"unknown polygon convention {convention!r}")
-    polys = []
-    for outline in outlines:
-        if len(outline) < 3:
-            continue
-        outline = outline.astype(np.int32)
-        area = cv2.contourArea(outline.reshape(-1, 1, 2))
-        if convention == "centres":  # pixels on and inside the outline (Pick's theorem)
-            area += cv2.arcLength(outline.reshape(-1, 1, 2), True) / 2 + 1
-        if area < min_area:
-            continue
-        if tolerance > 0:
-            outline = cv2.approxPolyDP(outline.reshape(-1, 1, 2), tolerance, True).reshape(-1, 2)
-        if len(outline) >= 3:
-            polys.append(outline.astype(np.float64))
-    return polys
 
 
 def load_results(path: str | os.PathLike) -> list[dict]:
@@ -195,30 +153,23 @@ def convert_predictions(
                 )
             label = cat_names.get(det["category_id"], str(det["category_id"]))
             mask = rle_to_mask(rle)
-            via_polys = mask_to_polygons(mask, "edges", simplify)
+            via_polys = mask_to_polygons(mask, "edges", simplify, MIN_COMPONENT_AREA)
             n_dets += bool(via_polys)
-            for poly in via_polys:
-                n_regions += 1
-                regions.append({
-                    "shape_attributes": {"name": "polygon",
-                                         "all_points_x": poly[:, 0].round(1).tolist(),
-                                         "all_points_y": poly[:, 1].round(1).tolist()},
-                    "region_attributes": {"name": label, "instance": str(instance),
-                                          "score": f"{det['score']:.3f}"},
-                })
+            n_regions += len(via_polys)
+            attributes = {"name": label, "instance": str(instance),
+                          "score": f"{det['score']:.3f}"}
+            regions += [via2_polygon_region(poly, attributes) for poly in via_polys]
             if labelme_out is not None:
-                for poly in mask_to_polygons(mask, "centres", simplify):
-                    shapes.append({"label": label, "points": poly.round(1).tolist(),
-                                   "group_id": instance, "shape_type": "polygon",
-                                   "flags": {}, "description": f"score {det['score']:.3f}"})
-        file_size = path.stat().st_size
-        via_images[f"{Path(name).as_posix()}{file_size}"] = {
-            "filename": Path(name).as_posix(), "size": file_size, "regions": regions,
-            "file_attributes": {},
-        }
+                shapes += [labelme_shape(label, poly, instance, f"score {det['score']:.3f}")
+                           for poly in mask_to_polygons(mask, "centres", simplify,
+                                                        MIN_COMPONENT_AREA)]
+        via_key, record = via2_image(Path(name).as_posix(), path.stat().st_size, regions)
+        via_images[via_key] = record
         if labelme_out is not None:
             target = labelme_paths[key]
-            labelme_files[target] = _labelme_record(shapes, path, target, size)
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(target.parent))
+            labelme_files[target] = labelme_record(shapes, Path(rel).as_posix(), size.height,
+                                                   size.width)
 
     labels = sorted({r["region_attributes"]["name"] for v in via_images.values()
                      for r in v["regions"]} | set(cat_names.values()))
@@ -237,30 +188,9 @@ def convert_predictions(
 
 def _via_project(via_images: dict[str, dict], labels: Sequence[str], images_dir: Path
                  ) -> dict:
-    settings = via2_settings("predictions", os.path.abspath(images_dir) + os.sep,
-                             region_label="name", region_color="instance")
-    return {
-        "_via_settings": settings,
-        "_via_img_metadata": via_images,
-        "_via_attributes": {
-            "region": {
-                "name": {"type": "dropdown", "description": "class",
-                         "options": {n: n for n in labels}, "default_options": {}},
-                "instance": {"type": "text", "description": "regions with the same value "
-                             "are parts of one instance", "default_value": ""},
-                "score": {"type": "text", "description": "model score", "default_value": ""},
-            },
-            "file": {},
-        },
-        "_via_data_format_version": "2.0.10",
-        "_via_image_id_list": list(via_images),
-    }
-
-
-def _labelme_record(shapes: list[dict], image_path: Path, target: Path, size) -> dict:
-    from labelme import __version__ as labelme_version
-
-    rel = os.path.relpath(os.path.abspath(image_path), os.path.abspath(target.parent))
-    return {"version": labelme_version, "flags": {}, "shapes": shapes,
-            "imagePath": Path(rel).as_posix(), "imageData": None,
-            "imageHeight": size.height, "imageWidth": size.width}
+    return via2_project(
+        via_images, "predictions", os.path.abspath(images_dir) + os.sep,
+        {"name": via2_dropdown("class", labels),
+         "instance": via2_text("regions with the same value are parts of one instance"),
+         "score": via2_text("model score")},
+        region_label="name", region_color="instance")

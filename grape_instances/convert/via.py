@@ -24,17 +24,25 @@ from __future__ import annotations
 import logging
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ..errors import GrapeInputError
 from ..fileio import check_output_path, read_json
-from .coco import DEFAULT_CATEGORY
-from .coco_stream import StreamingCocoBuilder
+from .coco import (
+    DEFAULT_CATEGORY,
+    CocoBuilder,
+    ImageRecord,
+    Instance,
+    Records,
+    SpoolStore,
+    add_instances,
+)
 from .images import (
     DEFAULT_MAX_PIXELS,
     checked_image_size,
@@ -106,6 +114,58 @@ def via2_settings(name: str, default_filepath: str = "", region_label: str = "__
         },
         "core": {"buffer_size": 18, "filepath": {}, "default_filepath": default_filepath},
         "project": {"name": name},
+    }
+
+
+#: ``_via_data_format_version`` of the VIA 2 projects we write.
+VIA2_FORMAT_VERSION = "2.0.10"
+
+
+def via2_dropdown(description: str, options: Iterable[str], default: str | None = None
+                  ) -> dict:
+    """A VIA 2 dropdown attribute (a class, a background kind) with its options declared, so
+    that VIA offers them and ``convert via`` keeps classes nobody has drawn yet."""
+    return {"type": "dropdown", "description": description,
+            "options": {o: o for o in options},
+            "default_options": {default: True} if default is not None else {}}
+
+
+def via2_text(description: str) -> dict:
+    """A VIA 2 free-text attribute (an instance id, a score)."""
+    return {"type": "text", "description": description, "default_value": ""}
+
+
+def via2_polygon_region(polygon: Any, attributes: dict) -> dict:
+    """One VIA 2 polygon region from a K x 2 ``(x, y)`` vertex array, numbers as given."""
+    pts = np.asarray(polygon)
+    return {"shape_attributes": {"name": "polygon", "all_points_x": pts[:, 0].tolist(),
+                                 "all_points_y": pts[:, 1].tolist()},
+            "region_attributes": attributes}
+
+
+def via2_image(filename: str, size: int, regions: list[dict],
+               file_attributes: dict | None = None) -> tuple[str, dict]:
+    """``(key, record)`` of one image of a VIA 2 project: VIA keys images by file name +
+    size in bytes, and finds a file by that key when a person adds it again."""
+    return f"{filename}{size}", {"filename": filename, "size": int(size), "regions": regions,
+                                 "file_attributes": file_attributes or {}}
+
+
+def via2_project(images: dict[str, dict], name: str, default_filepath: str,
+                 region_attributes: dict, file_attributes: dict | None = None, *,
+                 region_label: str = "__via_region_id__",
+                 region_color: str = "__via_default_region_color__") -> dict:
+    """The one VIA 2.x project writer (``Project > Open`` in VIA 2; read back by
+    :func:`convert_via`): ``images`` maps :func:`via2_image` keys to records, the attribute
+    specs come from :func:`via2_dropdown` / :func:`via2_text`; see :func:`via2_settings` for
+    ``default_filepath``, ``region_label`` and ``region_color``."""
+    return {
+        "_via_settings": via2_settings(name, default_filepath, region_label=region_label,
+                                       region_color=region_color),
+        "_via_img_metadata": images,
+        "_via_attributes": {"region": region_attributes, "file": file_attributes or {}},
+        "_via_data_format_version": VIA2_FORMAT_VERSION,
+        "_via_image_id_list": list(images),
     }
 
 
@@ -350,6 +410,81 @@ def _check_attribute_used(images: Iterator[ViaImage], attr: str, flag: str,
         )
 
 
+def read_via(
+    via_path: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    *,
+    label_attr: str | None = None,
+    category: str = DEFAULT_CATEGORY,
+    group_attr: str | None = None,
+    keep_empty: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    strict_images: bool = False,
+    warnings: WarningCounter | None = None,
+) -> Records:
+    """Read one VIA file: its categories now, its images lazily (one :class:`ImageRecord`
+    each, instances as polygons), so that a caller composes it without temporary files.
+
+    File names are relative to ``images_dir``. An image that does not decode is left out
+    with its regions (a counted warning, listed in ``undecodable``), or refused with
+    ``strict_images``. The structure, attribute names and categories are checked here;
+    image problems surface while ``images`` is consumed.
+    """
+    images_root = Path(images_dir)
+    if not images_root.is_dir():
+        raise GrapeInputError(f"{images_root}: images folder not found")
+    data = read_json(via_path)
+    warnings = warnings if warnings is not None else WarningCounter()
+
+    def scan() -> Iterator[ViaImage]:  # a fresh pass; pre-scans discard their warnings
+        return iter_via_images(data, via_path, WarningCounter())
+
+    if label_attr:
+        _check_attribute_used(scan(), label_attr, "--label-attr", via_path)
+    if group_attr:
+        _check_attribute_used(scan(), group_attr, "--group-attr", via_path)
+    categories = _collect_categories(scan(), label_attr, category)
+    if label_attr:
+        categories = sorted(set(categories) | set(declared_options(data, label_attr)))
+    records = Records(categories, images_root, f"VIA {Path(via_path).name}", iter(()),
+                      warnings)
+    records.images = _via_records(data, via_path, images_root, records, label_attr,
+                                  category, group_attr, keep_empty, max_pixels, strict_images)
+    return records
+
+
+def _via_records(data: Any, via_path: str | os.PathLike, images_root: Path, records: Records,
+                 label_attr: str | None, category: str, group_attr: str | None,
+                 keep_empty: bool, max_pixels: int | None, strict_images: bool
+                 ) -> Iterator[ImageRecord]:
+    warnings = records.warnings
+    seen: dict[str, str] = {}
+    root_abs = Path(os.path.abspath(images_root))
+    for img in tqdm(iter_via_images(data, via_path, warnings), desc="VIA images",
+                    unit="img", leave=False, disable=None):
+        name = _local_name(img.filename, warnings)
+        path = resolve_image_path(name, images_root, source=via_path)
+        rel = path.relative_to(root_abs).as_posix()
+        if rel in seen:
+            raise GrapeInputError(
+                f"{via_path}: image {img.filename!r} appears twice (records "
+                f"{seen[rel]!r} and {img.key!r})"
+            )
+        seen[rel] = img.key
+        if not img.regions and not keep_empty:
+            warnings.add(NO_REGIONS, img.filename)
+            continue
+        size = checked_image_size(path, warnings, strict_images, max_pixels, via_path)
+        if size is None:
+            records.undecodable.append(str(path))
+            continue
+        _check_byte_size(img, path, warnings)
+        instances = [Instance(label, where, polygons=polygons) for label, polygons, where
+                     in _instances(img, size.width, size.height, label_attr, category,
+                                   group_attr, warnings)]
+        yield ImageRecord(rel, path, size.height, size.width, instances, Path(via_path))
+
+
 def convert_via(
     via_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -364,67 +499,31 @@ def convert_via(
     overwrite: bool = False,
     strict_images: bool = False,
 ) -> dict:
-    """Convert one VIA file into a COCO instances JSON written atomically at ``out_path``.
+    """Convert one VIA file into a COCO instances JSON written atomically at ``out_path``:
+    :func:`read_via` into a spooled :class:`CocoBuilder` (large projects stay off RAM).
 
     File names in the output are relative to ``images_dir`` (register it as image root).
-    An image that does not decode is left out with its regions (a counted warning, listed in
-    the summary's ``undecodable``), or refused with ``strict_images``.
-    Returns a summary: ``images``, ``annotations``, ``categories`` and ``warnings`` counts.
-    Raises GrapeInputError for anything that must stop the conversion (nothing is written).
+    Returns a summary: ``images``, ``annotations``, ``categories``, ``warnings`` counts and
+    ``undecodable``. Raises GrapeInputError for anything that must stop the conversion
+    (nothing is written).
     """
     check_output_path(out_path, overwrite)
-    images_root = Path(images_dir)
-    if not images_root.is_dir():
-        raise GrapeInputError(f"{images_root}: images folder not found")
-    data = read_json(via_path)
-    warnings = WarningCounter()
-
-    def images() -> Iterator[ViaImage]:  # a fresh pass; pre-scans discard their warnings
-        return iter_via_images(data, via_path, WarningCounter())
-
-    if label_attr:
-        _check_attribute_used(images(), label_attr, "--label-attr", via_path)
-    if group_attr:
-        _check_attribute_used(images(), group_attr, "--group-attr", via_path)
-    categories = _collect_categories(images(), label_attr, category)
-    if label_attr:
-        categories = sorted(set(categories) | set(declared_options(data, label_attr)))
-    seen: dict[str, str] = {}
-    undecodable: list[str] = []
-    root_abs = Path(os.path.abspath(images_root))
-    with StreamingCocoBuilder(categories=categories, source=f"VIA {Path(via_path).name}"
-                              ) as builder:
-        for img in tqdm(iter_via_images(data, via_path, warnings), desc="VIA images",
-                        unit="img", leave=False, disable=None):
-            name = _local_name(img.filename, warnings)
-            path = resolve_image_path(name, images_root, source=via_path)
-            rel = path.relative_to(root_abs).as_posix()
-            if rel in seen:
-                raise GrapeInputError(
-                    f"{via_path}: image {img.filename!r} appears twice (records "
-                    f"{seen[rel]!r} and {img.key!r})"
-                )
-            seen[rel] = img.key
-            if not img.regions and not keep_empty:
-                warnings.add(NO_REGIONS, img.filename)
-                continue
-            size = checked_image_size(path, warnings, strict_images, max_pixels, via_path)
-            if size is None:
-                undecodable.append(str(path))
-                continue
-            _check_byte_size(img, path, warnings)
-            image_id = builder.add_image(rel, size.height, size.width)
-            for label, polygons, where in _instances(img, size.width, size.height, label_attr,
-                                                     category, group_attr, warnings):
-                if builder.add_annotation(image_id, polygons=polygons, category=label,
-                                          keep_polygons=keep_polygons) is None:
-                    warnings.add(EMPTY_MASK, where)
+    records = read_via(via_path, images_dir, label_attr=label_attr, category=category,
+                       group_attr=group_attr, keep_empty=keep_empty, max_pixels=max_pixels,
+                       strict_images=strict_images)
+    warnings = records.warnings
+    with CocoBuilder(records.categories, source=records.source, store=SpoolStore()
+                     ) as builder:
+        for rec in records.images:
+            image_id = builder.add_image(rec.file_name, rec.height, rec.width)
+            add_instances(builder, image_id, rec.instances, warnings, EMPTY_MASK,
+                          keep_polygons=keep_polygons)
         if builder.num_images == 0:
             warnings.add(NO_IMAGES, str(via_path))
         builder.info["image_root"] = str(images_dir)
         builder.write(out_path, overwrite=overwrite)
         summary = builder.summary(warnings)
-    summary["undecodable"] = undecodable
+    summary["undecodable"] = records.undecodable
     warnings.log(logger, prefix=f"{via_path}: ")
     logger.info("%s: %d images, %d instances -> %s", via_path, summary["images"],
                 summary["annotations"], out_path)

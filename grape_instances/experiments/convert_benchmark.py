@@ -12,9 +12,9 @@ annotations are streamed to disk and no decoded mask is kept.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -25,8 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..convert.via import convert_via
-from ..fileio import read_json
+from ..convert.via import (
+    convert_via,
+    via2_dropdown,
+    via2_image,
+    via2_polygon_region,
+    via2_project,
+)
+from ..fileio import read_json, write_json_atomic
 
 IMAGE_SIZE = 1024
 BUNCHES_PER_IMAGE = 4
@@ -63,18 +69,15 @@ def build_via_dataset(folder: Path, count: int, seed: int = 0) -> tuple[Path, Pa
     for i in range(count):
         name = f"img_{i:06d}.jpg"
         shutil.copyfile(template, images / name)
-        regions = []
-        for b in range(BUNCHES_PER_IMAGE):
-            xs, ys = _bunch_polygon(rng)
-            regions.append({"shape_attributes": {"name": "polygon", "all_points_x": xs,
-                                                 "all_points_y": ys},
-                            "region_attributes": {"name": "bunch", "instance": str(b + 1)}})
-        metadata[f"{name}{jpg.size}"] = {"filename": name, "size": int(jpg.size),
-                                         "regions": regions, "file_attributes": {}}
+        regions = [via2_polygon_region(np.column_stack(_bunch_polygon(rng)),
+                                       {"name": "bunch", "instance": str(b + 1)})
+                   for b in range(BUNCHES_PER_IMAGE)]
+        key, record = via2_image(name, jpg.size, regions)
+        metadata[key] = record
     template.unlink()
     via = folder / "via_project.json"
-    via.write_text(json.dumps({"_via_img_metadata": metadata, "_via_attributes": {},
-                               "_via_settings": {}, "_via_data_format_version": "2.0.10"}))
+    write_json_atomic(via, via2_project(metadata, "convert benchmark", str(images) + os.sep,
+                                        {"name": via2_dropdown("class", ["bunch"])}))
     return via, images
 
 

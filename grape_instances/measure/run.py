@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..convert.images import decode_image
 from ..convert.warning_counter import WarningCounter
 from ..data.depth import read_depth
 from ..errors import GrapeInputError
 from ..fileio import replacing_folder
-from ..predict import Predictor, check_output_folder, load_image, write_image_atomic
+from ..predict import Predictor, check_output_folder, write_image_atomic
 from .depth import Camera, find_depth, metric_features
 from .geometry import shape_features
 from .overlay import draw_bunches, masks_as_instances
@@ -125,7 +126,7 @@ def measure_jobs(
                 skipped.append(f"{job.path}: image not found")
                 continue
             try:
-                image = load_image(job.path)
+                image = decode_image(job.path, format="BGR")
             except GrapeInputError as e:
                 warnings.add(UNREADABLE, str(job.path))
                 skipped.append(str(e))

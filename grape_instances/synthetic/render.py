@@ -30,8 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..convert.coco import CocoBuilder
-from ..convert.polygons import pixel_centre_outlines
-from ..convert.via import via2_settings
+from ..convert.labelme import labelme_record, labelme_shape
+from ..convert.polygons import mask_to_polygons
+from ..convert.via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
 from . import layout
@@ -662,33 +663,6 @@ def _annotate(canvas: _Canvas, image: np.ndarray, infos: list[dict], background:
                  label_map=new_label.reshape(h, w))
 
 
-# --------------------------------------------------------------------------- polygons
-
-
-def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
-    """Outer outline of each visible part of a mask, along pixel edges (K x 2 int arrays).
-
-    Pixel (x, y) covers the square [x, x+1] x [y, y+1], as for an annotator clicking on the
-    image and for pycocotools, so rasterising the polygons gives the mask back exactly
-    (except holes, which VIA and labelme polygons cannot express). The edges are traced as
-    the boundary-pixel centres of the mask upsampled twice: there a centre u maps to the
-    pixel corner ceil(u / 2).
-    """
-    up = np.repeat(np.repeat(mask.astype(np.uint8), 2, axis=0), 2, axis=1)
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    polygons = []
-    for c in contours:
-        p = (c[:, 0, :] + 1) // 2
-        p = p[np.any(p != np.roll(p, 1, axis=0), axis=1)]  # repeated corners
-        before, after = p - np.roll(p, 1, axis=0), np.roll(p, -1, axis=0) - p
-        cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
-        dot = (before * after).sum(1)
-        p = p[(cross != 0) | (dot < 0)]  # straight-through vertices add nothing
-        if len(p) >= 3:
-            polygons.append(p)
-    return polygons
-
-
 # --------------------------------------------------------------------------- dataset
 
 
@@ -697,24 +671,15 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8")), index])
 
 
-def _via_attributes() -> dict:
-    opts = {v: v for v in VARIETY_COLORS}
-    return {
-        "region": {
-            "name": {"type": "dropdown", "description": "object class",
-                     "options": {"bunch": "bunch"}, "default_options": {"bunch": True}},
-            "instance": {"type": "text",
-                         "description": "bunch id within the image (parts of a bunch share it)",
-                         "default_value": ""},
-            "variety": {"type": "dropdown", "description": "berry colour",
-                        "options": opts, "default_options": {}},
-        },
-        "file": {
-            "background": {"type": "dropdown", "description": "GrapesNet background kind",
-                           "options": {"black": "black", "natural": "natural"},
-                           "default_options": {}},
-        },
+def _via_attributes() -> tuple[dict, dict]:
+    """Region and file attributes of the synthetic VIA projects."""
+    region = {
+        "name": via2_dropdown("object class", ["bunch"], default="bunch"),
+        "instance": via2_text("bunch id within the image (parts of a bunch share it)"),
+        "variety": via2_dropdown("berry colour", VARIETY_COLORS),
     }
+    return region, {"background": via2_dropdown("GrapesNet background kind",
+                                                ["black", "natural"])}
 
 
 def _check_root(root: Path, overwrite: bool) -> None:
@@ -783,36 +748,21 @@ def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig
         for inst, (mask, meta) in enumerate(zip(scene.masks, scene.bunches, strict=True), start=1):
             builder.add_annotation(image_id, mask=mask, variety=meta["variety"],
                                    occluded=meta["occluded"], leaf_occluded=meta["leaf_occluded"])
-            for poly in mask_polygons(mask):
-                xs, ys = poly[:, 0].tolist(), poly[:, 1].tolist()
-                regions.append({
-                    "shape_attributes": {"name": "polygon", "all_points_x": xs,
-                                         "all_points_y": ys},
-                    "region_attributes": {"name": "bunch", "instance": str(inst),
-                                          "variety": meta["variety"]},
-                })
-            # labelme fills a polygon and draws its outline, so its shapes run through pixel
-            # centres (VIA's and pycocotools' run along pixel edges).
-            for outline in pixel_centre_outlines(mask):
-                shapes.append({"label": "bunch", "points": outline.astype(float).tolist(),
-                               "group_id": inst, "description": meta["variety"],
-                               "shape_type": "polygon", "flags": {}, "mask": None})
-        key = f"{stem}.jpg{jpg.size}"
-        via_meta[key] = {"filename": f"{stem}.jpg", "size": int(jpg.size), "regions": regions,
-                         "file_attributes": {"background": scene.background}}
-        write_json_atomic(lm_dir / f"{stem}.json", {
-            "version": "6.3.1", "flags": {}, "shapes": shapes,
-            "imagePath": f"../../images/{split}/{stem}.jpg", "imageData": None,
-            "imageHeight": cfg.height, "imageWidth": cfg.width,
-        }, indent=2)
+            # VIA (like pycocotools) reads polygons along pixel edges; labelme fills a
+            # polygon and draws its outline, so its shapes run through pixel centres.
+            attributes = {"name": "bunch", "instance": str(inst), "variety": meta["variety"]}
+            regions += [via2_polygon_region(poly, attributes)
+                        for poly in mask_to_polygons(mask, "edges")]
+            shapes += [labelme_shape("bunch", poly, inst, meta["variety"])
+                       for poly in mask_to_polygons(mask, "centres")]
+        key, record = via2_image(f"{stem}.jpg", jpg.size, regions,
+                                 {"background": scene.background})
+        via_meta[key] = record
+        write_json_atomic(lm_dir / f"{stem}.json", labelme_record(
+            shapes, f"../../images/{split}/{stem}.jpg", cfg.height, cfg.width), indent=2)
     builder.write(coco_path, overwrite=True)
-    write_json_atomic(via_path, {
-        "_via_settings": via2_settings(f"grapes_synth_{split}", f"../images/{split}/"),
-        "_via_img_metadata": via_meta,
-        "_via_attributes": _via_attributes(),
-        "_via_data_format_version": "2.0.10",
-        "_via_image_id_list": list(via_meta),
-    })
+    write_json_atomic(via_path, via2_project(via_meta, f"grapes_synth_{split}",
+                                             f"../images/{split}/", *_via_attributes()))
     logger.info("synthetic %s: %d images -> %s", split, count, img_dir)
     return {"images": img_dir, "coco": coco_path, "via": via_path, "labelme": lm_dir}
 
