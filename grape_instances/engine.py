@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
@@ -438,21 +439,30 @@ def check_config(cfg: CfgNode, eval_only: bool, resume: bool = False) -> None:
         ensure_weights_available(cfg.MODEL.WEIGHTS)
 
 
-def setup(args) -> CfgNode:
-    """Build the config and do Detectron2's default setup (logging, seeds, config dump)."""
-    notes: list[str] = []
-    cfg = build_config(args.config_file, args.opts, notes)
+def setup(args, cfg: CfgNode | None = None, notes: Sequence[str] = ()) -> CfgNode:
+    """Detectron2's default setup (logging, seeds, config dump) for ``cfg``, the config the
+    launching process built and checked (built here from ``args`` when none is given).
+
+    Datasets are registered only where they are not yet: a spawned worker process starts
+    with empty catalogs; the launching process (one-process runs) registered them already.
+    """
+    notes = list(notes)
+    if cfg is None:
+        cfg = build_config(args.config_file, args.opts, notes)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="grape_instances")
     for note in notes:
         logger.info(note)
-    register_from_config(cfg)
+    registered = set(DatasetCatalog.list())
+    if any(name not in registered for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)):
+        register_from_config(cfg)
     return cfg
 
 
-def train_or_evaluate(args):
-    """What one process of ``tools/train_net.py`` runs (under ``launch``)."""
-    cfg = setup(args)
+def train_or_evaluate(args, cfg: CfgNode | None = None, notes: Sequence[str] = ()):
+    """What one process of ``tools/train_net.py`` runs (under ``launch``), on the config the
+    launching process built (and the lines it derived from the data, logged here)."""
+    cfg = setup(args, cfg, notes)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         GrapeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(

@@ -185,3 +185,32 @@ def test_missing_image_is_one_line_error(tiny_synth, tmp_path):
     proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG,
                     *tiny_training_opts(root, tmp_path / "out"))
     assert_user_error(proc, victim.name, "not found")
+
+
+def test_config_is_built_and_datasets_registered_once(trained_model, tiny_synth, tmp_path,
+                                                      monkeypatch):
+    """The launching process builds and checks the config; a one-process run uses that very
+    config instead of building it (and registering the datasets) a second time."""
+    import runpy
+
+    from grape_instances import engine
+
+    calls = {"build_config": 0, "register_from_config": 0}
+
+    def counted(name):
+        original = getattr(engine, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(engine, name, counted(name))
+    monkeypatch.setattr(sys, "argv", [
+        "train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
+        *tiny_training_opts(tiny_synth, tmp_path / "eval"), "MODEL.WEIGHTS", str(trained_model)])
+    runpy.run_path(str(REPO / "tools" / "train_net.py"), run_name="__main__")
+    assert calls == {"build_config": 1, "register_from_config": 1}
+    assert (tmp_path / "eval" / "inference" / "coco_instances_results.json").is_file()

@@ -18,7 +18,8 @@ from grape_instances.errors import exit_on_user_error
 @exit_on_user_error
 def main() -> None:
     args = default_argument_parser().parse_args()
-    cfg = build_config(args.config_file, args.opts)
+    notes: list[str] = []  # what the config took from the data, logged once logging is set up
+    cfg = build_config(args.config_file, args.opts, notes)
     lock_output_dir(cfg.OUTPUT_DIR)  # one run per folder, held until this process exits
     check_config(cfg, args.eval_only, args.resume)
     launch(
@@ -27,7 +28,7 @@ def main() -> None:
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
+        args=(args, cfg, notes),  # built and checked once, here
     )
 
 
