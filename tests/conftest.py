@@ -8,7 +8,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from grape_instances.synthetic.render import config_from_size, generate_dataset  # noqa: E402
+from grape_instances.synthetic.export import generate_dataset  # noqa: E402
+from grape_instances.synthetic.render import config_from_size  # noqa: E402
 
 TINY_SPLITS = {"train": 8, "val": 4}
 TINY_SIZE = 128

@@ -160,3 +160,29 @@ def test_cli_edges_writes_coco_and_via_and_refuses_bad_input(tmp_path):
                     "--via-out", str(via2), "--strict-images")
     assert_user_error(proc, "broken.jpg")
     assert not out2.exists() and not via2.exists()
+
+
+def test_read_edges_returns_the_records_the_written_coco_holds(tmp_path):
+    from grape_instances.convert.coco import CocoBuilder, add_record
+    from grape_instances.convert.edges import read_edges
+
+    images = tmp_path / "images"
+    write_sample_images(images, n=2, background="black", size=128, seed=2)
+    cv2.imwrite(str(images / "empty.png"), np.zeros((48, 48, 3), np.uint8))
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "edges.json"
+    convert_edges(images, out)
+    written = json.loads(out.read_text())
+
+    records = read_edges(images)
+    builder = CocoBuilder(records.categories, source=records.source)
+    for rec in records.images:
+        assert rec.extras == {"background": "black"} and len(rec.instances) == 1
+        add_record(builder, rec, records.warnings, "empty")
+    builder.info = written["info"]
+    assert builder.to_dict() == written
+    assert records.undecodable == [str((images / "broken.jpg").absolute())]
+    assert sum(records.warnings.as_dict().values()) == 2  # the empty and the broken image
+
+    kept = [r.file_name for r in read_edges(images, keep_empty=True).images]
+    assert kept == ["black_000.jpg", "black_001.jpg", "empty.png"]

@@ -77,7 +77,7 @@ def test_round_trip_through_via_and_labelme(tmp_path, tiny_synth, predictions):
     images = tiny_synth / "images/val"
     summary = convert_predictions(results, images, coco_json=tiny_synth /
                                   "annotations/instances_val.json", via_out=tmp_path / "p.json",
-                                  labelme_out=tmp_path / "lm", score_threshold=0.5)
+                                  labelme_out=tmp_path / "lm", score_threshold=0.5, simplify=0)
     assert summary["images"] == len(truth["images"])
     assert summary["instances"] == len(truth["annotations"])  # the 0.2 one is dropped
     project = json.loads((tmp_path / "p.json").read_text())
@@ -102,7 +102,7 @@ def test_predictions_and_synthetic_export_share_polygons_and_writers(tmp_path, t
     results, truth = predictions
     convert_predictions(results, tiny_synth / "images/val", via_out=tmp_path / "p.json",
                         coco_json=tiny_synth / "annotations/instances_val.json",
-                        labelme_out=tmp_path / "lm")
+                        labelme_out=tmp_path / "lm", simplify=0)
     pred = json.loads((tmp_path / "p.json").read_text())
     synth = json.loads((tiny_synth / "via/via_project_val.json").read_text())
     assert list(pred) == list(synth)
@@ -152,9 +152,78 @@ def test_without_coco_image_ids_are_file_stems(tmp_path):
     assert {r["region_attributes"]["instance"] for r in record["regions"]} == {"1"}
     results.write_text(json.dumps([{"image_id": 3, "category_id": 1, "score": 0.8,
                                     "segmentation": rle}]))
-    with pytest.raises(GrapeInputError, match="unknown image id 3.*pass --coco"):
+    with pytest.raises(GrapeInputError, match="unknown image id 3.*no file_name.*pass --coco"):
         convert_predictions(results, images, via_out=tmp_path / "q.json")
     assert not (tmp_path / "q.json").exists()
+
+
+def test_visualize_results_need_no_coco(tmp_path):
+    """visualize.py numbers new photos 1..N and names each in file_name (as given on its
+    command line, relative to where it ran): that, with --images, finds the image."""
+    images = tmp_path / "photos"
+    images.mkdir()
+    for name in ("b.jpg", "a.png"):
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(images / name)
+    vis = tmp_path / "vis"
+    vis.mkdir()
+    rle = mask_to_rle(blob_mask())
+    det = {"image_id": 1, "category_id": 1, "score": 0.8, "segmentation": rle}
+    (vis / "coco_results.json").write_text(json.dumps(
+        [dict(det, file_name="elsewhere/photos/b.jpg"), dict(det, file_name=str(images / "b.jpg"),
+                                                              category_id=2, score=0.7)]))
+    summary = convert_predictions(vis, images, via_out=tmp_path / "p.json",  # the folder will do
+                                  labelme_out=tmp_path / "lm", category_names=["bunch", "leaf"])
+    assert summary["images"] == 2 and summary["instances"] == 2
+    meta = json.loads((tmp_path / "p.json").read_text())["_via_img_metadata"]
+    records = {r["filename"]: r for r in meta.values()}
+    assert set(records) == {"a.png", "b.jpg"}  # a.png, with no detection, can be drawn too
+    assert records["a.png"]["regions"] == []
+    assert [(r["region_attributes"]["name"], r["region_attributes"]["instance"])
+            for r in records["b.jpg"]["regions"]] == [("bunch", "1")] * 2 + [("leaf", "2")] * 2
+    lm = json.loads((tmp_path / "lm/b.json").read_text())
+    assert lm["imagePath"] == "../photos/b.jpg"
+    assert (lm["imageHeight"], lm["imageWidth"]) == (40, 50)
+    (vis / "coco_results.json").write_text(json.dumps([dict(det, file_name="gone/c.jpg")]))
+    with pytest.raises(GrapeInputError, match=r"prediction #0 is of 'gone/c.jpg', which is "
+                                              "not in --images"):
+        convert_predictions(vis / "coco_results.json", images, via_out=tmp_path / "q.json")
+    with pytest.raises(GrapeInputError, match="holds no coco_results.json"):
+        convert_predictions(tmp_path, images, via_out=tmp_path / "q.json")
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_polygons_are_simplified_by_default(tmp_path):
+    """A bunch-sized outline (300 px, jagged edge, as masks on 2048 px photos are) gets
+    tens of vertices, not hundreds, and still rasterises to nearly the same mask."""
+    h, w = 500, 400
+    yy, xx = np.mgrid[:h, :w]
+    angle = np.arctan2(yy - 250, xx - 200)
+    radius = 150 + 6 * np.sin(9 * angle) + 3 * np.sin(37 * angle)
+    mask = (np.hypot(yy - 250, xx - 200) < radius).astype(np.uint8)
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(images / "big.jpg")
+    results = tmp_path / "coco_results.json"
+    results.write_text(json.dumps([{"image_id": 1, "file_name": "big.jpg", "category_id": 1,
+                                    "score": 0.9, "segmentation": mask_to_rle(mask)}]))
+
+    def outline(**kwargs):
+        out = tmp_path / f"p{len(kwargs)}.json"
+        convert_predictions(results, images, via_out=out, **kwargs)
+        (record,) = json.loads(out.read_text())["_via_img_metadata"].values()
+        (region,) = record["regions"]
+        shape = region["shape_attributes"]
+        xy = zip(shape["all_points_x"], shape["all_points_y"], strict=True)
+        poly = [v for point in xy for v in point]
+        return len(shape["all_points_x"]), rle_to_mask(polygons_to_rle([poly], h, w))
+
+    n_exact, exact = outline(simplify=0)
+    n_default, default = outline()
+    assert np.array_equal(exact, mask) and n_exact > 300
+    assert 12 <= n_default <= 80, n_default
+    assert (exact & default).sum() / (exact | default).sum() >= 0.98
+    with pytest.raises(GrapeInputError, match="--simplify -1"):
+        convert_predictions(results, images, via_out=tmp_path / "q.json", simplify=-1)
 
 
 def test_bad_prediction_files(tmp_path, tiny_synth, predictions):

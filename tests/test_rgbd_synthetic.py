@@ -16,7 +16,8 @@ from sklearn.model_selection import KFold, cross_val_score
 
 from grape_instances.convert.validate import validate_coco_file
 from grape_instances.errors import GrapeInputError
-from grape_instances.synthetic.dataset4 import generate_dataset4, render_dataset4_bunch
+from grape_instances.synthetic.dataset4 import render_dataset4_bunch
+from grape_instances.synthetic.export import generate_dataset4, generate_rgbd_scenes
 from grape_instances.synthetic.render import SynthConfig, _bunch_geometry, image_rng
 from grape_instances.synthetic.rgbd import (
     BERRY_DENSITY,
@@ -25,7 +26,6 @@ from grape_instances.synthetic.rgbd import (
     VARIETIES,
     RgbdConfig,
     berry_weight_g,
-    generate_rgbd_scenes,
     render_rgbd_scene,
     scene_config,
 )

@@ -7,7 +7,8 @@ from detectron2.data import MetadataCatalog
 
 from grape_instances.data.datasets import register_synthetic, synthetic_dataset_name
 from grape_instances.synthetic import layout
-from grape_instances.synthetic.render import config_from_size, generate_dataset
+from grape_instances.synthetic.export import generate_dataset
+from grape_instances.synthetic.render import config_from_size
 from tests.helpers import REPO
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 from collections import defaultdict
@@ -18,15 +19,14 @@ from pycocotools.coco import COCO
 from grape_instances.convert.polygons import mask_to_polygons
 from grape_instances.errors import GrapeInputError
 from grape_instances.synthetic import render
+from grape_instances.synthetic.export import generate_dataset, split_statistics
 from grape_instances.synthetic.render import (
     DEBUG_LEAF,
     DEBUG_STEM,
     SynthConfig,
     config_from_size,
-    generate_dataset,
     image_rng,
     render_scene,
-    split_statistics,
 )
 
 SMALL = config_from_size(96)
@@ -139,6 +139,22 @@ def test_stems_leaves_and_occlusion_really_happen():
                 touching = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
                 assert (touching & leaf).any(), "a leaf-occluded bunch must border a leaf"
     assert stem_px > 0 and leaf_px > 0 and n_leaf_occluded > 0
+
+
+@pytest.mark.parametrize("module", ["render", "rgbd", "dataset4"])
+def test_renderers_write_no_files(module):
+    """Rendering and export kept apart: the renderers import no writer; export.py writes."""
+    path = Path(render.__file__).with_name(f"{module}.py")
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{a.name}" for a in node.names} | {str(node.module)}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    writers = ("fileio", "convert", "tqdm", "export")
+    found = {m for m in imported for w in writers
+             if m.lstrip(".") == w or m.lstrip(".").startswith(w + ".")}
+    assert not found, f"{module}.py imports writers: {sorted(found)}"
 
 
 def test_bad_config_is_a_user_error():

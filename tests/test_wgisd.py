@@ -184,3 +184,44 @@ def test_cli_wgisd_converts_and_reports_bad_files_in_one_line(tmp_path):
                     str(tmp_path / "out2"))
     assert_user_error(proc, "CDY_2015.npz", "1 masks but 3 boxes")
     assert not (tmp_path / "out2").exists()
+
+
+def _builder_dict(records, info: dict) -> dict:
+    """What the one CocoBuilder makes of reader records (date and extras from ``info``)."""
+    from grape_instances.convert.coco import CocoBuilder, add_record
+
+    builder = CocoBuilder(records.categories, source=records.source)
+    for rec in records.images:
+        add_record(builder, rec, records.warnings, "empty")
+    builder.info = info
+    return builder.to_dict()
+
+
+def test_read_wgisd_returns_the_records_the_written_coco_holds(tmp_path):
+    from grape_instances.convert.wgisd import read_wgisd
+
+    masks = make_wgisd(tmp_path / "wgisd")
+    convert_wgisd(tmp_path / "wgisd", tmp_path / "out")
+    records = read_wgisd(tmp_path / "wgisd")
+    assert sorted(records) == ["test", "train"]
+    first = next(records["train"].images)
+    assert first.file_name == "data/CDY_2015.jpg" and first.extras == {"variety": "CDY"}
+    assert all(np.array_equal(i.mask, masks["CDY_2015"][:, :, k] > 0)
+               for k, i in enumerate(first.instances))
+    for split, split_records in read_wgisd(tmp_path / "wgisd").items():
+        written = json.loads((tmp_path / "out" / f"wgisd_{split}.json").read_text())
+        assert _builder_dict(split_records, written["info"]) == written
+
+
+def test_read_wgisd_lists_undecodable_images_and_accepts_a_symlinked_root(tmp_path):
+    from grape_instances.convert.wgisd import read_wgisd
+
+    make_wgisd(tmp_path / "wgisd")
+    (tmp_path / "wgisd" / "data" / "SVB_1954.jpg").write_bytes(b"not a jpeg")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "wgisd")  # ../shared is a symlink on the project's machines
+    records = read_wgisd(link)
+    assert [r.file_name for r in records["test"].images] == []
+    assert records["test"].undecodable == [str(link / "data" / "SVB_1954.jpg")]
+    assert [r.file_name for r in records["train"].images] == [
+        "data/CDY_2015.jpg", "data/SYH_2017-04-27_1269.jpg"]

@@ -9,8 +9,8 @@
     python tools/convert.py edges --images DIR --out edges.json [--via-out project.json]
     python tools/convert.py grapesnet --root GrapesNet --out-dir DIR [--annotations DIR]
     python tools/convert.py wgisd --root wgisd --out-dir DIR [--boxes-json]
-    python tools/convert.py from-predictions --results coco_instances_results.json \
-        --coco val.json --images DIR --via-out project.json
+    python tools/convert.py from-predictions --predictions VIS/coco_results.json \
+        --images DIR --via-out project.json [--labelme-out DIR] [--coco val.json]
 
 Every subcommand is one ``add_<name>_parser(subparsers)`` function that declares its flags,
 each flag's ``dest`` being the name of a parameter of the package function the subcommand
@@ -196,11 +196,13 @@ def add_from_predictions_parser(subparsers) -> None:
         help="model predictions -> VIA project / labelme files, to correct instead of draw",
     )
     p.add_argument(
+        "--predictions",
         "--results",
         dest="results_json",
         metavar="RESULTS",
         required=True,
-        help="coco_instances_results.json",
+        help="visualize.py's coco_results.json or Detectron2's coco_instances_results.json "
+        "(or the folder holding it)",
     )
     p.add_argument(
         "--images",
@@ -214,16 +216,27 @@ def add_from_predictions_parser(subparsers) -> None:
         dest="coco_json",
         metavar="COCO",
         help="COCO JSON the predictions were made on (image_id -> file_name, categories); "
-        "without it, each image id must be the file stem of an image in --images",
+        "without it, each prediction's file_name (visualize.py writes it) or else its image "
+        "id as a file stem names an image in --images",
     )
     p.add_argument("--via-out", help="VIA 2.x project to write")
     p.add_argument("--labelme-out", help="folder for one labelme JSON per image")
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep scores >= this")
     p.add_argument(
+        "--categories",
+        dest="category_names",
+        nargs="+",
+        default=["bunch"],
+        metavar="NAME",
+        help="names of category ids 1, 2, ... without --coco (default: bunch)",
+    )
+    p.add_argument(
         "--simplify",
         type=float,
-        default=0.0,
-        help="simplify polygons to this many pixels (fewer vertices; default 0: exact)",
+        default=argparse.SUPPRESS,  # the package's DEFAULT_SIMPLIFY
+        metavar="FRACTION",
+        help="polygon tolerance as a fraction of each bunch's size, sqrt(mask area) "
+        "(default 0.01: tens of vertices per bunch at mask IoU ~0.99; 0: exact outlines)",
     )
     add_image_limit_arg(p)
     add_writer_args(p)

@@ -32,14 +32,14 @@ from detectron2.utils.logger import setup_logger
 
 from grape_instances.convert.edges import write_sample_images
 from grape_instances.errors import GrapeInputError, exit_on_user_error
-from grape_instances.synthetic.dataset4 import generate_dataset4
-from grape_instances.synthetic.render import config_from_size, generate_dataset, split_statistics
-from grape_instances.synthetic.rgbd import (
-    RgbdConfig,
+from grape_instances.synthetic.export import (
+    generate_dataset,
+    generate_dataset4,
     generate_rgbd_scenes,
-    parse_frame,
-    scene_config,
+    split_statistics,
 )
+from grape_instances.synthetic.render import config_from_size
+from grape_instances.synthetic.rgbd import RgbdConfig, parse_frame, scene_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:

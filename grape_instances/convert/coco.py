@@ -1,7 +1,7 @@
 """Build and write COCO instances JSON: the single interchange format of the project.
 
 Format readers (``read_via``, ``read_labelme``, ...) return :class:`ImageRecord` s in memory;
-:func:`add_records` feeds them to a :class:`CocoBuilder`, so that conversions compose
+:func:`add_record` feeds them to a :class:`CocoBuilder`, so that conversions compose
 without temporary COCO files. Masks become RLE through pycocotools (polygons may stay
 polygons), and ``area`` and ``bbox`` are always computed from the mask, never trusted from
 the source. The builder keeps its records in a pluggable store: in memory, or spilled to
@@ -392,6 +392,7 @@ class ImageRecord:
     instances: list[Instance] = field(default_factory=list)
     source: Path | None = None  # the annotation file it came from
     embedded: bool = False  # labelme: the image is inside the JSON, not on disk
+    extras: dict[str, Any] = field(default_factory=dict)  # kept in the COCO image record
 
 
 @dataclass
@@ -406,6 +407,16 @@ class Records:
     images: Iterator[ImageRecord]
     warnings: WarningCounter
     undecodable: list[str] = field(default_factory=list)
+
+
+def add_record(builder: CocoBuilder, record: ImageRecord, warnings: WarningCounter,
+               empty_kind: str, keep_polygons: bool = False) -> int:
+    """Add one reader record (image, its ``extras`` and its instances) to ``builder``;
+    returns how many instances were added (see :func:`add_instances`)."""
+    image_id = builder.add_image(record.file_name, record.height, record.width,
+                                 **record.extras)
+    return add_instances(builder, image_id, record.instances, warnings, empty_kind,
+                         keep_polygons=keep_polygons)
 
 
 def add_instances(builder: CocoBuilder, image_id: int, instances: Iterable[Instance],

@@ -29,7 +29,8 @@ to correct by hand (natural background), without anyone drawing a polygon:
    is the raster of exactly those polygons, so COCO masks and the VIA polygons a person
    corrects are the same shape.
 
-:func:`convert_edges` runs this over a folder into a COCO JSON (source ``edges``) and
+:func:`read_edges` runs this over a folder into records in memory; :func:`convert_edges`
+writes them into a COCO JSON (source ``edges``) and
 optionally a VIA 2 project of the polygons, to be corrected in VIA and converted back with
 ``tools/convert.py via``. :func:`edge_iou_benchmark` scores the pipeline against the exact
 masks of synthetic one-bunch images.
@@ -40,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -51,7 +52,16 @@ from tqdm import tqdm
 
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, atomic_outputs, check_output_path
-from .coco import DEFAULT_CATEGORY, CocoBuilder, polygons_to_rle, rle_to_mask
+from .coco import (
+    DEFAULT_CATEGORY,
+    CocoBuilder,
+    ImageRecord,
+    Instance,
+    Records,
+    add_record,
+    polygons_to_rle,
+    rle_to_mask,
+)
 from .images import (
     DEFAULT_MAX_PIXELS,
     UndecodableImageError,
@@ -68,6 +78,8 @@ logger = logging.getLogger(__name__)
 Background = Literal["black", "natural", "auto"]
 BACKGROUNDS = ("black", "natural", "auto")
 SOURCE = "edges"
+NO_BUNCH = "images where no bunch was found (left out of the COCO JSON)"
+EMPTY_MASK = "empty masks"
 
 
 @dataclass(frozen=True)
@@ -447,6 +459,72 @@ def via_project(records: dict[str, dict], images_dir: str | os.PathLike, name: s
         region_label="name", region_color="name")
 
 
+def edge_record(path: Path, rel: str, image_bgr: np.ndarray, background: Background = "auto",
+                params: EdgeParams = EdgeParams()) -> ImageRecord:
+    """The auto-annotation of one decoded image as a reader record: one ``bunch`` instance
+    (its integer pixel-edge polygons) or none when no bunch is found; the background used
+    is the image extra ``background``."""
+    result = auto_annotate(np.ascontiguousarray(image_bgr), background, params)
+    h, w = image_bgr.shape[:2]
+    instances = ([Instance(DEFAULT_CATEGORY, rel,
+                           polygons=[np.asarray(p).ravel().tolist() for p in result.polygons])]
+                 if result.polygons else [])
+    return ImageRecord(rel, path, h, w, instances, extras={"background": result.background})
+
+
+def read_edges(
+    images_dir: str | os.PathLike,
+    background: Background = "auto",
+    *,
+    recursive: bool = False,
+    keep_empty: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    params: EdgeParams = EdgeParams(),
+    strict_images: bool = False,
+    warnings: WarningCounter | None = None,
+) -> Records:
+    """Auto-annotate every image of ``images_dir`` into :class:`Records`, lazily (one image
+    decoded and annotated at a time), so that a caller composes it without a temporary COCO.
+
+    File names are relative to ``images_dir``. An image where no bunch is found is a counted
+    warning and left out, or, with ``keep_empty``, kept without instances (a person draws
+    it). An image that does not decode is left out, counted and listed in ``undecodable``,
+    unless ``strict_images``. The folder and ``background`` are checked now.
+    """
+    if background not in BACKGROUNDS:
+        raise GrapeInputError(f"--background must be one of {', '.join(BACKGROUNDS)}, "
+                              f"got {background!r}")
+    images_dir = Path(images_dir)
+    files = list_image_files(images_dir, recursive=recursive)
+    if not files:
+        raise GrapeInputError(f"{images_dir}: no images found")
+    warnings = warnings if warnings is not None else WarningCounter()
+    records = Records([DEFAULT_CATEGORY], images_dir, SOURCE, iter(()), warnings)
+    records.images = _edge_records(files, images_dir, background, keep_empty, max_pixels,
+                                   params, strict_images, records)
+    return records
+
+
+def _edge_records(files: list[Path], images_dir: Path, background: Background,
+                  keep_empty: bool, max_pixels: int | None, params: EdgeParams,
+                  strict_images: bool, records: Records) -> Iterator[ImageRecord]:
+    root = images_dir.absolute()
+    for path in tqdm(files, desc="edge annotation", unit="img", leave=False, disable=None):
+        rel = path.absolute().relative_to(root).as_posix()
+        try:
+            image = decode_image(path, max_pixels=max_pixels, format="BGR")
+        except UndecodableImageError as e:
+            leave_out_undecodable(e, records.warnings, strict_images)
+            records.undecodable.append(str(path.absolute()))
+            continue
+        record = edge_record(path.absolute(), rel, image, background, params)
+        if not record.instances:
+            records.warnings.add(NO_BUNCH, rel)
+            if not keep_empty:
+                continue
+        yield record
+
+
 def convert_edges(
     images_dir: str | os.PathLike,
     out_json: str | os.PathLike,
@@ -458,7 +536,8 @@ def convert_edges(
     params: EdgeParams = EdgeParams(),
     strict_images: bool = False,
 ) -> dict:
-    """Auto-annotate every image of ``images_dir`` into a COCO JSON (+ a VIA 2 project).
+    """Auto-annotate every image of ``images_dir`` into a COCO JSON (+ a VIA 2 project):
+    :func:`read_edges` written by a :class:`CocoBuilder`.
 
     One instance (category ``bunch``) per image, the image extra ``background`` records the
     background used. Images where no bunch is found are left out with a count, and listed
@@ -467,54 +546,41 @@ def convert_edges(
     ``strict_images``. File names are relative to ``images_dir``. Outputs are checked
     before any work and written at the end.
     """
-    if background not in BACKGROUNDS:
-        raise GrapeInputError(f"--background must be one of {', '.join(BACKGROUNDS)}, "
-                              f"got {background!r}")
+    records = read_edges(images_dir, background, recursive=recursive, keep_empty=True,
+                         max_pixels=max_pixels, params=params, strict_images=strict_images)
     images_dir = Path(images_dir)
-    files = list_image_files(images_dir, recursive=recursive)
-    if not files:
-        raise GrapeInputError(f"{images_dir}: no images found")
     for path in [out_json] + ([via_out] if via_out is not None else []):
         if Path(path).exists() and not overwrite:  # before any work
             check_output_path(path, overwrite)
-    builder = CocoBuilder([DEFAULT_CATEGORY], source=SOURCE)
-    records: dict[str, dict] = {}
-    warnings = WarningCounter()
+    builder = CocoBuilder(records.categories, source=records.source)
+    via_records: dict[str, dict] = {}
+    warnings = records.warnings
     counts = {"black": 0, "natural": 0}
-    root = images_dir.absolute()
-    for path in tqdm(files, desc="edge annotation", unit="img", leave=False, disable=None):
-        rel = path.absolute().relative_to(root).as_posix()
-        try:
-            image = decode_image(path, max_pixels=max_pixels, format="BGR")
-        except UndecodableImageError as e:
-            leave_out_undecodable(e, warnings, strict_images)
-            continue
-        result = auto_annotate(np.ascontiguousarray(image), background, params)
-        counts[result.background] += 1
-        regions = [via2_polygon_region(p, {"name": DEFAULT_CATEGORY}) for p in result.polygons]
-        key, record = via2_image(rel, path.stat().st_size, regions,
-                                 {"background": result.background})
-        records[key] = record
-        if not result.polygons:
-            warnings.add("images where no bunch was found (left out of the COCO JSON)", rel)
-            continue
-        h, w = image.shape[:2]
-        image_id = builder.add_image(rel, h, w, background=result.background)
-        flat = [np.asarray(p, np.float64).ravel().tolist() for p in result.polygons]
-        if builder.add_annotation(image_id, polygons=flat) is None:  # pragma: no cover
-            warnings.add("empty masks", rel)
+    seen = 0
+    for rec in records.images:
+        seen += 1
+        kind = rec.extras["background"]
+        counts[kind] += 1
+        regions = [via2_polygon_region(np.reshape(p, (-1, 2)), {"name": DEFAULT_CATEGORY})
+                   for inst in rec.instances for p in inst.polygons or []]
+        key, via_record = via2_image(rec.file_name, rec.path.stat().st_size, regions,
+                                     {"background": kind})
+        via_records[key] = via_record
+        if rec.instances:
+            add_record(builder, rec, warnings, EMPTY_MASK)
+    n_files = seen + len(records.undecodable)
     builder.info["image_root"] = str(images_dir)
     builder.info["edge_params"] = asdict(params)
     paths = [out_json] + ([via_out] if via_out is not None else [])
     with atomic_outputs(paths, overwrite=overwrite) as outputs:  # both or neither
         builder.write(out_json, outputs=outputs)
         if via_out is not None:
-            outputs.write_json(via_out, via_project(records, images_dir, "edges"))
+            outputs.write_json(via_out, via_project(via_records, images_dir, "edges"))
     warnings.log(logger, prefix=f"{images_dir}: ")
-    summary = {"images": len(files), "annotated": len(builder.images),
+    summary = {"images": n_files, "annotated": builder.num_images,
                "backgrounds": counts, "warnings": warnings.as_dict()}
     logger.info("edges: %d of %d images annotated (%d black, %d natural background) -> %s",
-                summary["annotated"], len(files), counts["black"], counts["natural"], out_json)
+                summary["annotated"], n_files, counts["black"], counts["natural"], out_json)
     return summary
 
 

@@ -73,7 +73,7 @@ from tqdm import tqdm
 from ..errors import GrapeInputError
 from ..fileio import atomic_outputs, check_output_path, read_json
 from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Records, add_instances
-from .edges import EdgeParams, auto_annotate, detect_background
+from .edges import EdgeParams, detect_background, edge_record
 from .images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -594,15 +594,13 @@ def convert_grapesnet(
                     unannotated.append(img.rel)
                     continue
             route = "black" if img.background == "black" else "natural"
-            result = auto_annotate(image, route, edge_params)
-            if not result.polygons:
+            rec = edge_record(Path(img.path), img.rel, image, route, edge_params)
+            if not rec.instances:
                 warnings.add(NO_BUNCH, img.rel)
                 unannotated.append(img.rel)
                 continue
-            h, w = image.shape[:2]
-            image_id = builder.add_image(img.rel, h, w, **img.extras("edges"))
-            flat = [np.asarray(p, np.float64).ravel().tolist() for p in result.polygons]
-            builder.add_annotation(image_id, polygons=flat)
+            image_id = builder.add_image(img.rel, rec.height, rec.width, **img.extras("edges"))
+            add_instances(builder, image_id, rec.instances, warnings, EMPTY_INSTANCE)
         else:
             unannotated.append(img.rel)
             continue

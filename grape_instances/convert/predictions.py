@@ -13,10 +13,16 @@ instance share the VIA region attribute ``instance`` and the labelme
 ``labelme``) gives one instance again. Holes inside a mask are not kept (VIA and labelme
 polygons have none).
 
-Which image is ``image_id``: with ``coco_json`` (the JSON the predictions were made on,
-normally the registered test set) ids and category names come from it; without it, an
-image id must equal the file stem of an image in ``images_dir`` (e.g. ``IMG_0001``), and
-categories are named by their id.
+Which image a prediction is of: with ``coco_json`` (the JSON the predictions were made on,
+normally the registered test set) its ``image_id`` and the category names come from it.
+Without it, new photos need no hand-written file: a prediction's ``file_name`` (which
+``tools/visualize.py`` writes into ``coco_results.json``) names the image, looked up in
+``images_dir``; failing that, its ``image_id`` must equal the file stem of an image there
+(e.g. ``IMG_0001``). Categories are then named by ``category_names`` (ids 1, 2, ...).
+
+Polygons are simplified by default (``approxPolyDP``, epsilon a fraction of each bunch's
+size, ``sqrt(mask area)``): an exact outline of a 2048 px photo's bunch has 500-1,300
+vertices to drag, while 1 % of the bunch size keeps a few dozen at mask IoU ~0.99.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import GrapeInputError
 from ..fileio import atomic_outputs, check_output_path, read_json
-from .coco import rle_to_mask
+from .coco import DEFAULT_CATEGORY, rle_to_mask
 from .images import (
     DEFAULT_MAX_PIXELS,
     list_image_files,
@@ -42,6 +50,25 @@ from .polygons import MIN_COMPONENT_AREA, mask_to_polygons
 from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 
 logger = logging.getLogger(__name__)
+
+# approxPolyDP epsilon as a fraction of the bunch size (sqrt of its mask area): the IoU lost
+# scales with epsilon x perimeter / area, so a relative epsilon costs every bunch the same,
+# small or large. Measured on WGISD bunches at 2048 px (see the README's annotation loop).
+DEFAULT_SIMPLIFY = 0.01
+# What a results folder holds: visualize's file, then Detectron2's inference output.
+RESULTS_NAMES = ("coco_results.json", "coco_instances_results.json")
+
+
+def results_file(path: str | os.PathLike) -> Path:
+    """The results JSON itself, or the one in a folder (visualize's ``--output`` or
+    Detectron2's ``OUTPUT_DIR/inference``), so either can be passed."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in RESULTS_NAMES:
+        if (path / name).is_file():
+            return path / name
+    raise GrapeInputError(f"{path}: folder holds no {' or '.join(RESULTS_NAMES)}")
 
 
 def load_results(path: str | os.PathLike) -> list[dict]:
@@ -62,10 +89,12 @@ def load_results(path: str | os.PathLike) -> list[dict]:
                 and isinstance(d["score"], (int, float)) and not isinstance(d["score"], bool)
                 and isinstance(size, list) and len(size) == 2
                 and all(_is_key(v) and not isinstance(v, str) for v in size)
-                and isinstance(rle.get("counts"), str)):
+                and isinstance(rle.get("counts"), str)
+                and isinstance(d.get("file_name", ""), str)):
             raise GrapeInputError(f"{path}: prediction #{i} is malformed (needs integer "
-                                  "image_id and category_id, a numeric score and an RLE "
-                                  "segmentation {size: [h, w], counts: text})")
+                                  "image_id and category_id, a numeric score, an RLE "
+                                  "segmentation {size: [h, w], counts: text} and, if any, "
+                                  "a text file_name)")
     return data
 
 
@@ -74,23 +103,61 @@ def _is_key(value: Any) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-def _image_table(coco_json: str | os.PathLike | None, images_dir: Path
-                 ) -> tuple[dict[Any, str], dict[Any, str]]:
-    """``image_id -> file name`` (relative to ``images_dir``) and ``category_id -> name``."""
-    if coco_json is not None:
-        data = read_json(coco_json)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise GrapeInputError(f"{coco_json}: not a COCO JSON (no 'images' list)")
-        categories = data.get("categories", [])
-        images = {img["id"]: img["file_name"] for img in data["images"]
-                  if isinstance(img, dict) and _is_key(img.get("id"))
-                  and isinstance(img.get("file_name"), str)}
-        cats = {c["id"]: str(c.get("name", c["id"]))
-                for c in (categories if isinstance(categories, list) else [])
-                if isinstance(c, dict) and _is_key(c.get("id"))}
-        return images, cats
-    files = list_image_files(images_dir)
-    return {p.stem: p.name for p in files}, {}
+def _coco_table(coco_json: str | os.PathLike) -> tuple[dict[Any, str], dict[Any, str]]:
+    """``image_id -> file name`` (relative to the images folder) and ``category_id -> name``."""
+    data = read_json(coco_json)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise GrapeInputError(f"{coco_json}: not a COCO JSON (no 'images' list)")
+    categories = data.get("categories", [])
+    images = {img["id"]: img["file_name"] for img in data["images"]
+              if isinstance(img, dict) and _is_key(img.get("id"))
+              and isinstance(img.get("file_name"), str)}
+    cats = {c["id"]: str(c.get("name", c["id"]))
+            for c in (categories if isinstance(categories, list) else [])
+            if isinstance(c, dict) and _is_key(c.get("id"))}
+    return images, cats
+
+
+def _name_in_folder(file_name: str, images_dir: Path) -> str | None:
+    """The path relative to ``images_dir`` of the image a prediction's ``file_name`` names.
+
+    visualize writes the path as given on its command line (relative to where it ran), so
+    try it as it is, then inside ``images_dir``, then by its base name there."""
+    folder = images_dir.resolve()
+    given = Path(file_name)
+    for candidate in (given, images_dir / given, images_dir / given.name):
+        if candidate.is_file():
+            try:
+                return candidate.resolve().relative_to(folder).as_posix()
+            except ValueError:  # a file outside the folder: try the next reading
+                continue
+    return None
+
+
+def _match_images(results: list[dict], results_json: Path, images_dir: Path
+                  ) -> tuple[dict[str, str], list[str]]:
+    """Without a COCO JSON: every image of ``images_dir`` (``name -> name``, so images the
+    model missed can be annotated too) and, per prediction, the name of its image."""
+    images = {p.name: p.name for p in list_image_files(images_dir)}
+    stems = {Path(name).stem: name for name in images}
+    keys: list[str] = []
+    for i, det in enumerate(results):
+        file_name = det.get("file_name")
+        if file_name:
+            name = _name_in_folder(file_name, images_dir)
+            if name is None:
+                raise GrapeInputError(f"{results_json}: prediction #{i} is of {file_name!r}, "
+                                      f"which is not in --images {images_dir}")
+            images.setdefault(name, name)  # an image in a subfolder
+        else:
+            name = stems.get(str(det["image_id"]))
+            if name is None:
+                raise GrapeInputError(
+                    f"{results_json}: prediction for unknown image id {det['image_id']!r}: it "
+                    f"has no file_name and no image in {images_dir} has that file stem; pass "
+                    "--coco, the COCO JSON the predictions were made on")
+        keys.append(name)
+    return images, keys
 
 
 def convert_predictions(
@@ -101,7 +168,8 @@ def convert_predictions(
     via_out: str | os.PathLike | None = None,
     labelme_out: str | os.PathLike | None = None,
     score_threshold: float = 0.5,
-    simplify: float = 0.0,
+    simplify: float = DEFAULT_SIMPLIFY,
+    category_names: Sequence[str] = (DEFAULT_CATEGORY,),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
 ) -> dict:
@@ -109,6 +177,9 @@ def convert_predictions(
 
     Every image of the table (COCO JSON or folder) is written, with or without
     detections, so images the model missed can be annotated in the same project.
+    ``results_json`` may be the folder holding it. ``simplify`` is the polygon tolerance as
+    a fraction of each bunch's size (0: exact outlines); ``category_names`` name category
+    ids 1, 2, ... when there is no ``coco_json``.
     """
     if via_out is None and labelme_out is None:
         raise GrapeInputError("from-predictions: give --via-out and/or --labelme-out")
@@ -117,15 +188,22 @@ def convert_predictions(
         raise GrapeInputError(f"{images_dir}: images folder not found")
     if via_out is not None:
         check_output_path(via_out, overwrite)
+    if simplify < 0:
+        raise GrapeInputError(f"--simplify {simplify}: must be >= 0 (0: exact outlines)")
+    results_json = results_file(results_json)
     results = load_results(results_json)
-    images, cat_names = _image_table(coco_json, images_dir)
+    if coco_json is not None:
+        images, cat_names = _coco_table(coco_json)
+        keys = [det["image_id"] for det in results]
+        for key in keys:
+            if key not in images:
+                raise GrapeInputError(f"{results_json}: prediction for unknown image id "
+                                      f"{key!r} (not in {coco_json})")
+    else:
+        images, keys = _match_images(results, results_json, images_dir)
+        cat_names = {i: str(name) for i, name in enumerate(category_names, start=1)}
     by_image: dict[Any, list[dict]] = defaultdict(list)
-    for det in results:
-        key = det["image_id"] if coco_json is not None else str(det["image_id"])
-        if key not in images:
-            hint = "" if coco_json is not None else " (no image with that file stem; pass --coco)"
-            raise GrapeInputError(f"{results_json}: prediction for unknown image id "
-                                  f"{det['image_id']!r}{hint}")
+    for det, key in zip(results, keys, strict=True):
         if det["score"] >= score_threshold:
             by_image[key].append(det)
 
@@ -153,7 +231,8 @@ def convert_predictions(
                 )
             label = cat_names.get(det["category_id"], str(det["category_id"]))
             mask = rle_to_mask(rle)
-            via_polys = mask_to_polygons(mask, "edges", simplify, MIN_COMPONENT_AREA)
+            tolerance = simplify * float(np.sqrt(mask.sum()))
+            via_polys = mask_to_polygons(mask, "edges", tolerance, MIN_COMPONENT_AREA)
             n_dets += bool(via_polys)
             n_regions += len(via_polys)
             attributes = {"name": label, "instance": str(instance),
@@ -161,7 +240,7 @@ def convert_predictions(
             regions += [via2_polygon_region(poly, attributes) for poly in via_polys]
             if labelme_out is not None:
                 shapes += [labelme_shape(label, poly, instance, f"score {det['score']:.3f}")
-                           for poly in mask_to_polygons(mask, "centres", simplify,
+                           for poly in mask_to_polygons(mask, "centres", tolerance,
                                                         MIN_COMPONENT_AREA)]
         via_key, record = via2_image(Path(name).as_posix(), path.stat().st_size, regions)
         via_images[via_key] = record

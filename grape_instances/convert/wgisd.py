@@ -14,7 +14,9 @@ Each split ``S`` with a ``S_masked.txt`` or ``S.txt`` list becomes ``wgisd_S.jso
 output folder; masked images become RLE instances (category ``bunch``). Images listed in
 ``S.txt`` without masks are counted and left out, or, with ``boxes_json``, written to
 ``wgisd_S_boxes.json`` (annotations with ``bbox`` and no ``segmentation``, for detection).
-Without any split list, every ``data/*.jpg`` forms one split ``all``. Every listed image is
+Without any split list, every ``data/*.jpg`` forms one split ``all``. :func:`read_wgisd`
+returns each split's masked images as records in memory (one mask per instance);
+:func:`convert_wgisd` writes them with the one :class:`~.coco.CocoBuilder`. Every listed image is
 decoded cheaply: an undecodable or truncated one (WGISD as published has ``SVB_1937.jpg``)
 is left out with its annotations as a counted warning, or refused with ``strict_images``.
 
@@ -39,7 +41,7 @@ from tqdm import tqdm
 
 from ..errors import GrapeInputError
 from ..fileio import atomic_outputs, check_output_path
-from .coco import DEFAULT_CATEGORY, CocoBuilder
+from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Instance, Records, add_record
 from .images import (
     DEFAULT_MAX_PIXELS,
     UndecodableImageError,
@@ -62,6 +64,7 @@ VARIETIES = {
 DATA_DIR = "data"
 IMAGE_SUFFIX = ".jpg"
 SOURCE = "wgisd"
+EMPTY_MASK = "empty mask skipped"
 
 
 @dataclass
@@ -200,7 +203,8 @@ class _Image:
         data = root / DATA_DIR
         self.path = resolve_image_path(image_id + IMAGE_SUFFIX, data, source=split_file)
         self.stem = self.path.stem
-        self.file_name = self.path.relative_to(root.resolve()).as_posix()
+        # lexical, as resolve_image_path: a symlinked root (../shared -> elsewhere) works
+        self.file_name = self.path.relative_to(Path(os.path.abspath(root))).as_posix()
         size = read_image_size(self.path, max_pixels=max_pixels, source=split_file,
                                decode=True)
         self.width, self.height = size.width, size.height
@@ -215,17 +219,22 @@ class _Image:
 
 
 def _decodable_images(root: Path, ids: Iterable[str], split_file: Path, max_pixels: int | None,
-                      warnings: WarningCounter, strict: bool) -> Iterator[_Image]:
+                      warnings: WarningCounter, strict: bool,
+                      undecodable: list[str] | None = None) -> Iterator[_Image]:
     """The images of ``ids`` that decode; the others are counted warnings (or, ``strict``,
-    the error), so their masks and boxes are never read."""
+    the error) and listed in ``undecodable``, so their masks and boxes are never read."""
     for image_id in ids:
         try:
             yield _Image(root, image_id, split_file, max_pixels)
         except UndecodableImageError as e:
             leave_out_undecodable(e, warnings, strict)
+            if undecodable is not None:
+                undecodable.append(str(e.path))
 
 
-def _add_masked_image(builder: CocoBuilder, img: _Image, warnings: WarningCounter) -> int:
+def _masked_record(img: _Image, split_file: Path, warnings: WarningCounter) -> ImageRecord:
+    """One masked image with one mask instance per ``.npz`` channel, boxes and masks checked
+    to agree in number."""
     boxes = read_yolo_boxes(img.boxes_path, img.width, img.height)
     if not img.masks_path.is_file():
         raise GrapeInputError(f"{img.masks_path}: mask file not found (listed as masked)")
@@ -235,14 +244,50 @@ def _add_masked_image(builder: CocoBuilder, img: _Image, warnings: WarningCounte
             f"{img.masks_path}: {masks.shape[2]} masks but {len(boxes)} boxes in "
             f"{img.boxes_path.name}"
         )
-    image_id = builder.add_image(img.file_name, img.height, img.width, **img.extras(warnings))
-    added = 0
-    for k in range(masks.shape[2]):
-        if builder.add_annotation(image_id, mask=masks[:, :, k]) is None:
-            warnings.add("empty mask skipped", f"{img.masks_path.name} mask {k}")
-        else:
-            added += 1
-    return added
+    instances = [Instance(DEFAULT_CATEGORY, f"{img.masks_path.name} mask {k}",
+                          mask=masks[:, :, k]) for k in range(masks.shape[2])]
+    return ImageRecord(img.file_name, img.path, img.height, img.width, instances, split_file,
+                       extras=img.extras(warnings))
+
+
+def read_wgisd(
+    root: str | os.PathLike,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    strict_images: bool = False,
+    warnings: WarningCounter | None = None,
+    splits: dict[str, tuple[list[str], list[str]]] | None = None,
+) -> dict[str, Records]:
+    """Each split's masked images as :class:`Records` (split -> records), so that a caller
+    composes WGISD without temporary COCO files.
+
+    The split lists are read now (``splits`` from :func:`find_splits` when given); the
+    images lazily, one at a time (an image's H x W x N masks are in memory only while it
+    is consumed). File names are relative to ``root``; the image extra ``variety`` is in
+    ``extras``. Undecodable images are left out as counted warnings and listed in
+    ``undecodable`` (refused with ``strict_images``). Box-only images are not records:
+    see ``splits``.
+    """
+    root = Path(root)
+    splits = splits if splits is not None else find_splits(root)
+    warnings = warnings if warnings is not None else WarningCounter()
+    out: dict[str, Records] = {}
+    for split, (masked, _) in splits.items():
+        records = Records([DEFAULT_CATEGORY], root, SOURCE, iter(()), warnings)
+        records.images = _split_records(root, split, masked, records, max_pixels,
+                                        strict_images)
+        out[split] = records
+    return out
+
+
+def _split_records(root: Path, split: str, ids: list[str], records: Records,
+                   max_pixels: int | None, strict: bool) -> Iterator[ImageRecord]:
+    split_file = root / f"{split}_masked.txt"
+    for img in _decodable_images(root, tqdm(ids, desc=f"wgisd {split}", unit="img",
+                                            leave=False),
+                                 split_file, max_pixels, records.warnings, strict,
+                                 records.undecodable):
+        yield _masked_record(img, split_file, records.warnings)
 
 
 def _box_only_json(images: list[tuple[_Image, list[list[float]]]], extras: list[dict]) -> dict:
@@ -288,16 +333,15 @@ def convert_wgisd(
             check_output_path(path, overwrite)
     summary = WgisdSummary()
     warnings = WarningCounter()
+    records = read_wgisd(root, max_pixels=max_pixels, strict_images=strict_images,
+                         warnings=warnings, splits=splits)
     pending: list[tuple[Path, dict]] = []
-    for split, (masked, box_only) in splits.items():
-        masked_file = root / f"{split}_masked.txt"
+    for split, (_, box_only) in splits.items():
         boxed_file = root / f"{split}.txt"
-        builder = CocoBuilder([DEFAULT_CATEGORY], source=SOURCE)
-        n_instances = 0
-        for img in _decodable_images(root, tqdm(masked, desc=f"wgisd {split}", unit="img",
-                                                leave=False),
-                                     masked_file, max_pixels, warnings, strict_images):
-            n_instances += _add_masked_image(builder, img, warnings)
+        split_records = records[split]
+        builder = CocoBuilder(split_records.categories, source=split_records.source)
+        n_instances = sum(add_record(builder, rec, warnings, EMPTY_MASK)
+                          for rec in split_records.images)
         if builder.images:
             pending.append((outputs[split], builder.to_dict()))
             summary.outputs.append(outputs[split])

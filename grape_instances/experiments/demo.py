@@ -13,7 +13,8 @@ from ..engine import Trainer, build_config
 from ..fileio import write_json_atomic
 from ..predict import visualize_files
 from ..synthetic import layout
-from ..synthetic.render import SynthConfig, generate_dataset
+from ..synthetic.export import generate_dataset
+from ..synthetic.render import SynthConfig
 from ..tables import markdown_table
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from ..engine import build_config
 from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, write_json_atomic
 from ..synthetic import layout
-from ..synthetic.rgbd import generate_rgbd_scenes, scene_config
+from ..synthetic.export import generate_rgbd_scenes
+from ..synthetic.rgbd import scene_config
 from ..tables import markdown_table
 from .compare import ModelSpec, apply_budget, mean_std, run_one
 

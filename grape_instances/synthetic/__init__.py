@@ -1,1 +1,2 @@
-"""The procedural grape-bunch renderer (exact masks) and its exports."""
+"""The procedural grape-bunch renderers (``render``, ``rgbd``, ``dataset4``: scenes in memory)
+and ``export``, which writes them as datasets."""

@@ -8,23 +8,15 @@ them), with varieties of different berry size and count, loose and compact bunch
 rachis (see :mod:`.rgbd`). The camera distance varies (400-900 mm by default), so a bunch's
 area in pixels says little about its size until depth turns it into cm².
 
-Layout under the root (the image root to register): ``images/bunch_NNNNN.jpg``,
-``depth/bunch_NNNNN.png`` (16-bit mm, 0 = no reading), ``annotations/instances.json``,
-``weights.csv`` (``image,weight_g``), ``camera.json`` (``fx, fy, cx, cy``).
+This module renders in memory only; :func:`grape_instances.synthetic.export.generate_dataset4`
+writes the dataset (``images/bunch_NNNNN.jpg``, ``depth/bunch_NNNNN.png`` in 16-bit mm,
+``annotations/instances.json``, ``weights.csv``, ``camera.json``).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections import Counter
-from pathlib import Path
-
 import numpy as np
-from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_open, replacing_folder, write_json_atomic
 from .render import (
     SynthConfig,
     _annotate,
@@ -32,24 +24,18 @@ from .render import (
     _finish,
     _random_light,
     _smooth_noise,
-    image_rng,
 )
 from .rgbd import (
     VARIETIES,
     Camera,
     RgbdConfig,
     RgbdScene,
-    _check_root,
-    _coco_builder,
     _draw_planned,
     _mark_visible,
     _plan_bunch,
     _truth,
-    _write_rgbd_image,
     sensor_depth,
 )
-
-logger = logging.getLogger(__name__)
 
 #: Coral background sheet of GrapesNet Dataset 4 (BGR, 0..1).
 CORAL = np.array([0.31, 0.50, 0.98], np.float32)
@@ -91,53 +77,3 @@ def render_dataset4_bunch(rng: np.random.Generator, cfg: RgbdConfig) -> RgbdScen
     _mark_visible(info, canvas.label, 1)
     return RgbdScene(image, sensor_depth(rng, depth, cfg.depth_noise), depth, scene.masks,
                      [_truth(info)], [info["radii_mm"]], [info["visible"]])
-
-
-def generate_dataset4(root: str | os.PathLike, count: int = 200, seed: int = 0,
-                      cfg: RgbdConfig | None = None, overwrite: bool = False) -> dict:
-    """Write the synthetic twin of GrapesNet Dataset 4 under ``root``.
-
-    ``images/bunch_NNNNN.jpg``, ``depth/bunch_NNNNN.png``, ``annotations/instances.json``
-    (image extras ``depth_file``, ``weight_g``, ``variety``, ``distance_mm`` and the bunch's
-    other truth), ``weights.csv`` (``image,weight_g``, image = the JPEG's file name) and
-    ``camera.json``. Register with ``root`` as image root. Returns those paths and a
-    ``summary`` (image count, weight range, images per variety).
-    """
-    cfg = cfg or RgbdConfig()
-    if cfg.min_bunches != 1 or cfg.max_bunches != 1:
-        raise GrapeInputError("Dataset 4 twin: one bunch per image (min/max_bunches must be 1)")
-    if int(count) < 1:
-        raise GrapeInputError(f"Dataset 4 twin: image count must be >= 1, got {count}")
-    root = Path(root)
-    _check_root(root, overwrite)
-    builder = _coco_builder(f"grape_instances synthetic twin of GrapesNet Dataset 4, seed "
-                            f"{seed}, {cfg.width}x{cfg.height}")
-    rows, varieties = [], Counter()
-    # The image and depth folders are replaced whole: a rerun leaves no stale image behind.
-    with replacing_folder(root / "images") as img_dir, \
-            replacing_folder(root / "depth") as depth_dir:
-        for i in tqdm(range(int(count)), desc="synthesize dataset4", unit="img", leave=False):
-            stem = f"bunch_{i:05d}"
-            scene = render_dataset4_bunch(image_rng(seed, "dataset4", i), cfg)
-            _write_rgbd_image(img_dir, depth_dir, stem, scene, cfg.jpeg_quality)
-            truth = scene.bunches[0]
-            image_id = builder.add_image(f"images/{stem}.jpg", cfg.height, cfg.width,
-                                         depth_file=f"depth/{stem}.png", background="coral",
-                                         subset="dataset4", **truth)
-            builder.add_annotation(image_id, mask=scene.masks[0], variety=truth["variety"])
-            rows.append((f"{stem}.jpg", truth["weight_g"]))
-            varieties[truth["variety"]] += 1
-    builder.write(root / "annotations" / "instances.json", overwrite=True)
-    with atomic_open(root / "weights.csv", "w") as f:
-        f.write("image,weight_g\n")
-        f.writelines(f"{name},{weight:.2f}\n" for name, weight in rows)
-    write_json_atomic(root / "camera.json", cfg.camera.as_dict(), indent=2)
-    logger.info("synthetic Dataset 4 twin: %d images -> %s", count, root)
-    weights = [w for _, w in rows]
-    return {"root": root, "coco": root / "annotations" / "instances.json",
-            "images": root / "images", "depth": root / "depth",
-            "weights": root / "weights.csv", "camera": root / "camera.json",
-            "summary": {"images": len(rows), "weight_g": (min(weights), max(weights)),
-                        "varieties": dict(sorted(varieties.items()))}}
-
-

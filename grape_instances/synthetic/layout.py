@@ -1,6 +1,6 @@
 """Where the synthetic dataset's files lie under its root.
 
-One definition for the generator that writes them (``render.generate_dataset``), the dataset
+One definition for the generator that writes them (``export.generate_dataset``), the dataset
 registration that reads them (``data.datasets.register_synthetic``) and the drivers that
 check for them (``experiments.demo``). Standard-library only, so readers import nothing else.
 """

@@ -14,30 +14,21 @@ posts, sky gaps, soil). The difficulty is fixed by :class:`SynthConfig`, never t
 model. Every image draws from its own ``numpy.random.Generator`` seeded by
 ``(seed, split, index)``, so outputs are byte-identical per seed and independent of the
 sizes of other splits.
+
+Rendering only, in memory: :mod:`.export` writes the images and their COCO, VIA 2 and
+labelme files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from ..convert.coco import CocoBuilder
-from ..convert.labelme import labelme_record, labelme_shape
-from ..convert.polygons import mask_to_polygons
-from ..convert.via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 from ..errors import GrapeInputError
-from ..fileio import atomic_open, read_json, write_json_atomic
-from . import layout
-
-logger = logging.getLogger(__name__)
 
 # Base berry colours in BGR, 0..1; the powdery "bloom" wax dulls dark grapes blue-grey.
 VARIETY_COLORS = {
@@ -663,133 +654,12 @@ def _annotate(canvas: _Canvas, image: np.ndarray, infos: list[dict], background:
                  label_map=new_label.reshape(h, w))
 
 
-# --------------------------------------------------------------------------- dataset
+# --------------------------------------------------------------------------- seeds and configs
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """One independent stream per (seed, split, image): splits never shift each other."""
     return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8")), index])
-
-
-def _via_attributes() -> tuple[dict, dict]:
-    """Region and file attributes of the synthetic VIA projects."""
-    region = {
-        "name": via2_dropdown("object class", ["bunch"], default="bunch"),
-        "instance": via2_text("bunch id within the image (parts of a bunch share it)"),
-        "variety": via2_dropdown("berry colour", VARIETY_COLORS),
-    }
-    return region, {"background": via2_dropdown("GrapesNet background kind",
-                                                ["black", "natural"])}
-
-
-def _check_root(root: Path, overwrite: bool) -> None:
-    if root.exists() and not root.is_dir():
-        raise GrapeInputError(f"{root}: exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise GrapeInputError(f"{root}: folder is not empty (pass --overwrite to replace the "
-                              "synthetic dataset in it)")
-
-
-def _remove_stale(folder: Path, pattern: str) -> None:
-    """With --overwrite, drop files of an earlier run that this run will not rewrite."""
-    if folder.is_dir():
-        for old in folder.glob(pattern):
-            old.unlink()
-
-
-def generate_dataset(root: str | os.PathLike, splits: dict[str, int] | None = None,
-                     seed: int = 0, cfg: SynthConfig | None = None,
-                     overwrite: bool = False) -> dict:
-    """Render the splits and write images, COCO, VIA 2 project and labelme files under root.
-
-    Returns ``{split: {"images": dir, "coco": json, "via": json, "labelme": dir}}``.
-    """
-    cfg = cfg or SynthConfig()
-    splits = {"train": 200, "val": 50} if splits is None else dict(splits)
-    for split, count in splits.items():
-        if not split or "/" in split or int(count) < 0:
-            raise GrapeInputError(f"synthetic splits: bad split {split!r} with {count} images")
-    root = Path(root)
-    _check_root(root, overwrite)
-    written = {}
-    for split, count in splits.items():
-        written[split] = _write_split(root, split, int(count), seed, cfg, overwrite)
-    return written
-
-
-def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig,
-                 overwrite: bool) -> dict:
-    img_dir, lm_dir = layout.images_dir(root, split), layout.labelme_dir(root, split)
-    coco_path, via_path = layout.coco_json(root, split), layout.via_json(root, split)
-    if overwrite:
-        _remove_stale(img_dir, f"{split}_*.jpg")
-        _remove_stale(lm_dir, f"{split}_*.json")
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lm_dir.mkdir(parents=True, exist_ok=True)
-    builder = CocoBuilder(categories=["bunch"], source="synthetic")
-    # Reproducible bytes: a fixed creation date (SOURCE_DATE_EPOCH convention), not "now".
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
-    builder.info["date_created"] = np.datetime_as_string(
-        np.datetime64(epoch, "s"), unit="s") + "+00:00"
-    builder.info["description"] = (f"grape_instances synthetic grape bunches, split {split}, "
-                                   f"seed {seed}, {cfg.height}x{cfg.width}")
-    via_meta: dict = {}
-    for i in tqdm(range(count), desc=f"synthesize {split}", unit="img", leave=False):
-        stem = f"{split}_{i:05d}"
-        scene = render_scene(image_rng(seed, split, i), cfg)
-        ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode {stem}.jpg")
-        with atomic_open(img_dir / f"{stem}.jpg", "wb") as f:
-            f.write(jpg.tobytes())
-        image_id = builder.add_image(f"{stem}.jpg", cfg.height, cfg.width,
-                                     background=scene.background)
-        regions, shapes = [], []
-        for inst, (mask, meta) in enumerate(zip(scene.masks, scene.bunches, strict=True), start=1):
-            builder.add_annotation(image_id, mask=mask, variety=meta["variety"],
-                                   occluded=meta["occluded"], leaf_occluded=meta["leaf_occluded"])
-            # VIA (like pycocotools) reads polygons along pixel edges; labelme fills a
-            # polygon and draws its outline, so its shapes run through pixel centres.
-            attributes = {"name": "bunch", "instance": str(inst), "variety": meta["variety"]}
-            regions += [via2_polygon_region(poly, attributes)
-                        for poly in mask_to_polygons(mask, "edges")]
-            shapes += [labelme_shape("bunch", poly, inst, meta["variety"])
-                       for poly in mask_to_polygons(mask, "centres")]
-        key, record = via2_image(f"{stem}.jpg", jpg.size, regions,
-                                 {"background": scene.background})
-        via_meta[key] = record
-        write_json_atomic(lm_dir / f"{stem}.json", labelme_record(
-            shapes, f"../../images/{split}/{stem}.jpg", cfg.height, cfg.width), indent=2)
-    builder.write(coco_path, overwrite=True)
-    write_json_atomic(via_path, via2_project(via_meta, f"grapes_synth_{split}",
-                                             f"../images/{split}/", *_via_attributes()))
-    logger.info("synthetic %s: %d images -> %s", split, count, img_dir)
-    return {"images": img_dir, "coco": coco_path, "via": via_path, "labelme": lm_dir}
-
-
-def split_statistics(coco_json_path: str | os.PathLike) -> dict:
-    """Difficulty of a split: bunches per image, natural backgrounds, occluded bunches."""
-    data = read_json(coco_json_path)
-    try:
-        images, anns = data["images"], data["annotations"]
-        n_img, n_ann = len(images), len(anns)
-        natural = sum(1 for im in images if im.get("background") == "natural")
-        leaf = sum(1 for a in anns if a.get("leaf_occluded"))
-        occl = sum(1 for a in anns if a.get("occluded"))
-        varieties = {}
-        for a in anns:
-            varieties[a.get("variety", "?")] = varieties.get(a.get("variety", "?"), 0) + 1
-    except (KeyError, TypeError):
-        raise GrapeInputError(f"{coco_json_path}: not a COCO instances file") from None
-    return {
-        "images": n_img,
-        "bunches": n_ann,
-        "mean_bunches_per_image": n_ann / n_img if n_img else 0.0,
-        "fraction_natural": natural / n_img if n_img else 0.0,
-        "fraction_leaf_occluded": leaf / n_ann if n_ann else 0.0,
-        "fraction_occluded": occl / n_ann if n_ann else 0.0,
-        "varieties": dict(sorted(varieties.items())),
-    }
 
 
 def config_from_size(size: int, **overrides) -> SynthConfig:

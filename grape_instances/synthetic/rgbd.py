@@ -28,28 +28,21 @@ rounding to whole millimetres, and holes (0 = no reading) as RGB-D cameras leave
 around depth edges (occlusion shadows), in blobs (specular berries, low texture), as
 scattered pixels, and out of range.
 
-Files (shared with the importer :mod:`grape_instances.convert.grapesnet` and the measuring
-tools): the image root is the dataset folder; RGB in ``images/``, depth as 16-bit PNGs in
-millimetres in ``depth/`` with the same stem; COCO image entries carry ``file_name`` and
-``depth_file`` relative to the root; ``camera.json`` holds ``fx, fy, cx, cy`` (pixels).
+This module renders in memory only; the files (and their layout, shared with the importer
+:mod:`grape_instances.convert.grapesnet` and the measuring tools) are written by
+:func:`grape_instances.synthetic.export.generate_rgbd_scenes`.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from ..convert.coco import CocoBuilder
 from ..errors import GrapeInputError
-from ..fileio import atomic_open, replacing_folder, write_json_atomic
 from .render import (
     SynthConfig,
     _annotate,
@@ -62,10 +55,7 @@ from .render import (
     _occluding_leaf,
     _random_light,
     _smooth_noise,
-    image_rng,
 )
-
-logger = logging.getLogger(__name__)
 
 #: Grams per cm³ of berry (grape juice and skin), drawn per bunch around this value.
 BERRY_DENSITY = (1.03, 1.07)
@@ -383,84 +373,6 @@ def _truth(info: dict) -> dict:
         "length_mm": round(float(info["length_mm"]), 1),
         "fill": round(float(info["fill"]), 3),
     }
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _coco_builder(description: str) -> CocoBuilder:
-    builder = CocoBuilder(categories=["bunch"], source="synthetic-rgbd")
-    # Reproducible bytes: a fixed creation date (SOURCE_DATE_EPOCH convention), not "now".
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
-    builder.info["date_created"] = np.datetime_as_string(
-        np.datetime64(epoch, "s"), unit="s") + "+00:00"
-    builder.info["description"] = description
-    return builder
-
-
-def _write_rgbd_image(img_dir: Path, depth_dir: Path, stem: str, scene: RgbdScene,
-                      jpeg_quality: int) -> None:
-    """Write ``stem.jpg`` into ``img_dir`` and the 16-bit depth ``stem.png`` into ``depth_dir``."""
-    ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    ok2, png = cv2.imencode(".png", scene.depth)
-    if not (ok and ok2):
-        raise RuntimeError(f"OpenCV could not encode {stem}")
-    for path, data in ((img_dir / f"{stem}.jpg", jpg), (depth_dir / f"{stem}.png", png)):
-        with atomic_open(path, "wb") as f:
-            f.write(data.tobytes())
-
-
-def _check_root(root: Path, overwrite: bool) -> None:
-    if root.exists() and not root.is_dir():
-        raise GrapeInputError(f"{root}: exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise GrapeInputError(f"{root}: folder is not empty (pass --overwrite to replace the "
-                              "synthetic dataset in it)")
-
-
-def generate_rgbd_scenes(root: str | os.PathLike, splits: dict[str, int] | None = None,
-                         seed: int = 0, cfg: RgbdConfig | None = None,
-                         overwrite: bool = False) -> dict:
-    """Write multi-bunch RGB-D scenes (Dataset 3 style) under ``root``.
-
-    Per split: ``images/<split>/``, ``depth/<split>/``, ``annotations/instances_<split>.json``
-    (image extra ``depth_file``; annotation extras ``variety``, ``distance_mm``,
-    ``weight_g``, ...); one ``camera.json``. Register with ``root`` as image root.
-    Returns ``{split: {"coco": json, "images": dir, "depth": dir, "bunches": count}}``
-    plus ``"camera"``.
-    """
-    cfg = cfg or scene_config()
-    splits = {"train": 200, "val": 50} if splits is None else dict(splits)
-    for split, n in splits.items():
-        if not split or "/" in split or int(n) < 0:
-            raise GrapeInputError(f"synthetic RGB-D splits: bad split {split!r} with {n} images")
-    root = Path(root)
-    _check_root(root, overwrite)
-    written: dict = {}
-    for split, n in splits.items():
-        builder = _coco_builder(f"grape_instances synthetic RGB-D scenes, split {split}, "
-                                f"seed {seed}, {cfg.width}x{cfg.height}")
-        # Each split's folders are replaced whole: a rerun leaves no stale image behind.
-        with replacing_folder(root / "images" / split) as img_dir, \
-                replacing_folder(root / "depth" / split) as depth_dir:
-            for i in tqdm(range(int(n)), desc=f"synthesize rgbd {split}", unit="img",
-                          leave=False):
-                scene = render_rgbd_scene(image_rng(seed, f"rgbd-{split}", i), cfg)
-                stem = f"{split}_{i:05d}"
-                _write_rgbd_image(img_dir, depth_dir, stem, scene, cfg.jpeg_quality)
-                image_id = builder.add_image(f"images/{split}/{stem}.jpg", cfg.height,
-                                             cfg.width, depth_file=f"depth/{split}/{stem}.png",
-                                             background="natural", subset="rgbd_scenes")
-                for mask, truth in zip(scene.masks, scene.bunches, strict=True):
-                    builder.add_annotation(image_id, mask=mask, **truth)
-        builder.write(root / "annotations" / f"instances_{split}.json", overwrite=True)
-        written[split] = {"coco": root / "annotations" / f"instances_{split}.json",
-                          "images": root / "images" / split, "depth": root / "depth" / split,
-                          "bunches": len(builder.annotations)}
-    write_json_atomic(root / "camera.json", cfg.camera.as_dict(), indent=2)
-    written["camera"] = root / "camera.json"
-    logger.info("synthetic RGB-D scenes: %s -> %s", splits, root)
-    return written
 
 
 def parse_frame(text: str) -> tuple[int, int]:
