@@ -165,8 +165,9 @@ def test_via_and_labelme_conversions_leave_out_the_truncated_image(tmp_path, gra
 
 def test_edges_and_grapesnet_decode_once_and_leave_out_the_truncated_image(tmp_path,
                                                                          monkeypatch):
-    from grape_instances.convert.edges import convert_edges, write_sample_images
+    from grape_instances.convert.edges import convert_edges
     from grape_instances.convert.grapesnet import convert_grapesnet
+    from grape_instances.synthetic.export import write_sample_images
 
     cheap_calls = []
     real_cheap = images_module.decode_cheaply

@@ -16,10 +16,10 @@ from grape_instances.convert.edges import (
     detect_background,
     edge_iou_benchmark,
     mask_iou,
-    write_sample_images,
 )
 from grape_instances.convert.via import convert_via
 from grape_instances.errors import GrapeInputError
+from grape_instances.synthetic.export import write_sample_images
 from grape_instances.synthetic.render import SynthConfig, image_rng, render_scene
 
 from .edge_bunches import dense_bunch, loose_bunch

@@ -41,7 +41,7 @@ def test_auto_annotate_sample_comes_from_make_synthetic(tmp_path):
     """`make auto-annotate` without IMAGES= renders its sample with a make_synthetic.py flag
     (no inline Python); run as the Makefile runs it, it writes the 8 one-bunch images the
     edge annotator is measured on (those of write_sample_images, byte for byte)."""
-    from grape_instances.convert.edges import write_sample_images
+    from grape_instances.synthetic.export import write_sample_images
     from tests.helpers import assert_user_error, run_tool
 
     sample = tmp_path / "sample"

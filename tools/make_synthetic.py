@@ -30,13 +30,13 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.convert.edges import write_sample_images
 from grape_instances.errors import GrapeInputError, exit_on_user_error
 from grape_instances.synthetic.export import (
     generate_dataset,
     generate_dataset4,
     generate_rgbd_scenes,
     split_statistics,
+    write_sample_images,
 )
 from grape_instances.synthetic.render import config_from_size
 from grape_instances.synthetic.rgbd import RgbdConfig, parse_frame, scene_config

@@ -51,7 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import GrapeInputError
-from ..fileio import atomic_open, atomic_outputs, check_output_path
+from ..fileio import atomic_outputs, check_output_path
 from .coco import (
     DEFAULT_CATEGORY,
     CocoBuilder,
@@ -587,14 +587,6 @@ def convert_edges(
 # --------------------------------------------------------------------------- synthetic
 
 
-def _one_bunch_config(size: int, background: str):
-    from ..synthetic.render import SynthConfig
-
-    return SynthConfig(height=size, width=size, min_bunches=1, max_bunches=1,
-                       p_natural=1.0 if background == "natural" else 0.0,
-                       p_leaf_occlusion=0.0)
-
-
 def edge_iou_benchmark(n: int, background: str, seed: int = 0, size: int = 384,
                        params: EdgeParams = EdgeParams()) -> dict:
     """Mean IoU of :func:`auto_annotate` against the exact masks of ``n`` synthetic one-bunch
@@ -602,11 +594,11 @@ def edge_iou_benchmark(n: int, background: str, seed: int = 0, size: int = 384,
 
     The pipeline is told nothing about the generator; ``auto`` detection is scored too.
     """
-    from ..synthetic.render import image_rng, render_scene
+    from ..synthetic.render import image_rng, one_bunch_config, render_scene
 
     if background not in ("black", "natural"):
         raise ValueError(f"background must be black or natural, got {background!r}")
-    cfg = _one_bunch_config(size, background)
+    cfg = one_bunch_config(size, background)
     ious, detected, seconds = [], 0, 0.0
     for i in range(n):
         scene = render_scene(image_rng(seed, f"edges-{background}", i), cfg)
@@ -621,27 +613,3 @@ def edge_iou_benchmark(n: int, background: str, seed: int = 0, size: int = 384,
             "mean_iou": float(arr.mean()), "median_iou": float(np.median(arr)),
             "min_iou": float(arr.min()), "auto_background_accuracy": detected / n,
             "seconds_per_image": seconds / n}
-
-
-def write_sample_images(out_dir: str | os.PathLike, n: int = 8, background: str = "black",
-                        size: int = 384, seed: int = 0, overwrite: bool = False) -> list[Path]:
-    """Write ``n`` synthetic one-bunch JPEGs (what ``make auto-annotate`` runs on when no
-    images are given), so the edge route works on a fresh checkout."""
-    from ..synthetic.render import image_rng, render_scene
-
-    out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise GrapeInputError(f"{out}: folder is not empty (pass --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = _one_bunch_config(size, background)
-    paths = []
-    for i in range(n):
-        scene = render_scene(image_rng(seed, f"edges-sample-{background}", i), cfg)
-        ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:  # pragma: no cover
-            raise RuntimeError("OpenCV could not encode a JPEG")
-        path = out / f"{background}_{i:03d}.jpg"
-        with atomic_open(path, "wb", overwrite=True) as f:
-            f.write(jpg.tobytes())
-        paths.append(path)
-    return paths

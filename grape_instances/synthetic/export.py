@@ -38,7 +38,7 @@ from ..errors import GrapeInputError
 from ..fileio import atomic_open, read_json, replacing_folder, write_json_atomic
 from . import layout
 from .dataset4 import render_dataset4_bunch
-from .render import VARIETY_COLORS, SynthConfig, image_rng, render_scene
+from .render import VARIETY_COLORS, SynthConfig, image_rng, one_bunch_config, render_scene
 from .rgbd import RgbdConfig, RgbdScene, render_rgbd_scene, scene_config
 
 logger = logging.getLogger(__name__)
@@ -293,3 +293,24 @@ def generate_dataset4(root: str | os.PathLike, count: int = 200, seed: int = 0,
             "weights": root / "weights.csv", "camera": root / "camera.json",
             "summary": {"images": len(rows), "weight_g": (min(weights), max(weights)),
                         "varieties": dict(sorted(varieties.items()))}}
+
+
+# --------------------------------------------------------------------------- edges sample
+
+
+def write_sample_images(out_dir: str | os.PathLike, n: int = 8, background: str = "black",
+                        size: int = 384, seed: int = 0, overwrite: bool = False) -> list[Path]:
+    """Write ``n`` synthetic one-bunch JPEGs (what ``make auto-annotate`` runs on when no
+    images are given), so the edge route works on a fresh checkout."""
+    out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise GrapeInputError(f"{out}: folder is not empty (pass --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = one_bunch_config(size, background)
+    paths = []
+    for i in range(n):
+        scene = render_scene(image_rng(seed, f"edges-sample-{background}", i), cfg)
+        path = out / f"{background}_{i:03d}.jpg"
+        _write_bytes(path, _encode(scene.image, path.name, [cv2.IMWRITE_JPEG_QUALITY, 95]))
+        paths.append(path)
+    return paths

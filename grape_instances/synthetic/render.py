@@ -665,3 +665,11 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 def config_from_size(size: int, **overrides) -> SynthConfig:
     """A square default config (what tools/make_synthetic.py --size asks for)."""
     return dataclasses.replace(SynthConfig(), height=size, width=size, **overrides)
+
+
+def one_bunch_config(size: int, background: str) -> SynthConfig:
+    """One bunch, no occluding leaf, on a black cloth or in the vineyard: the GrapesNet
+    Dataset-1 style images the edge auto-annotator is built for and measured on."""
+    return SynthConfig(height=size, width=size, min_bunches=1, max_bunches=1,
+                       p_natural=1.0 if background == "natural" else 0.0,
+                       p_leaf_occlusion=0.0)
