@@ -118,3 +118,43 @@ def run_converter_benchmark(counts: Sequence[int] = (1000, 5000)) -> list[dict]:
             rows.append(benchmark_via(count, Path(tmp)))
             shutil.rmtree(Path(tmp) / f"n{count}")
     return rows
+
+
+def simplify_benchmark(npz_files: Sequence[str | os.PathLike],
+                       fractions: Sequence[float] = (0.0, 0.01, 0.015)) -> list[dict]:
+    """Vertices per bunch and mask IoU against the exact outline, for polygon tolerances
+    given as fractions of the bunch size (``from-predictions --simplify``), on WGISD's
+    full-resolution per-bunch masks (``.npz``, H x W x N): where the default comes from."""
+    from ..convert.coco import polygons_to_rle, rle_to_mask
+    from ..convert.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+
+    def raster(polygons, h, w):
+        if not polygons:
+            return np.zeros((h, w), bool)
+        flat = [p.reshape(-1).tolist() for p in polygons]
+        return rle_to_mask(polygons_to_rle(flat, h, w)).astype(bool)
+
+    stats: dict[float, list[tuple[int, float]]] = {f: [] for f in fractions}
+    for path in npz_files:
+        masks = np.load(path)["arr_0"]
+        h, w, _ = masks.shape
+        for i in range(masks.shape[2]):
+            mask = masks[:, :, i].astype(np.uint8)
+            if mask.sum() < 100:
+                continue
+            exact = raster(mask_to_polygons(mask, "edges", 0, MIN_COMPONENT_AREA), h, w)
+            for fraction in fractions:
+                tolerance = fraction * float(np.sqrt(mask.sum()))
+                polygons = mask_to_polygons(mask, "edges", tolerance, MIN_COMPONENT_AREA)
+                got = raster(polygons, h, w)
+                iou = float((got & exact).sum() / max(1, (got | exact).sum()))
+                stats[fraction].append((sum(len(p) for p in polygons), iou))
+    rows = []
+    for fraction, values in stats.items():
+        vertices = np.array([v for v, _ in values])
+        ious = np.array([i for _, i in values])
+        rows.append({"simplify": fraction, "bunches": len(values),
+                     "vertices_median": float(np.median(vertices)),
+                     "vertices_max": int(vertices.max()),
+                     "iou_mean": float(ious.mean()), "iou_min": float(ious.min())})
+    return rows
