@@ -11,7 +11,7 @@ THREADS ?= 2
 DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
-.PHONY: install test demo real bench compare lint clean synth clean-synth convert-via convert-labelme \
+.PHONY: install test demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
         auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh
 
 install: $(STAMP)
@@ -159,6 +159,12 @@ REAL_ROOT ?= ../shared/real-data/wgisd-train
 REAL_OUT ?= output/real
 real: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/real.py --root "$(REAL_ROOT)" --output-dir "$(REAL_OUT)" $(REAL_ARGS)
+
+# Pretrain on synthetic photo-like vineyard rows, then fine-tune, against the scratch run of
+# `make real` at the same total CPU time (trains that first when REAL_OUT has none; ~50 min).
+PRETRAIN_OUT ?= output/pretrain
+pretrain-ablation: install
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/pretrain_ablation.py --root "$(REAL_ROOT)" --scratch-dir "$(REAL_OUT)" --output-dir "$(PRETRAIN_OUT)" $(PRETRAIN_ARGS)
 
 # Mask R-CNN + the four semantic baselines, same split and budget (a CPU smoke comparison).
 compare: install

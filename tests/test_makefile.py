@@ -56,3 +56,9 @@ def test_auto_annotate_sample_comes_from_make_synthetic(tmp_path):
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(written, expected, strict=True))
     assert_user_error(run_tool("make_synthetic.py", "--edges-sample", "--count", "0",
                                "--out", str(tmp_path / "none")), "--count")
+
+
+def test_pretrain_ablation_compares_against_the_real_targets_run():
+    out = dry_run("pretrain-ablation", "REAL_OUT=out/scratch")
+    assert "tools/pretrain_ablation.py" in out and "real-data/wgisd-train" in out
+    assert '--scratch-dir "out/scratch"' in out

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Render the embedded synthetic grape-bunch dataset (images + COCO, VIA 2 and labelme files).
 
-Three modes:
+Five modes:
 
 * default: vineyard RGB images with exact masks (COCO, VIA 2 and labelme), ``--train/--val``;
 * ``--dataset4``: the twin of GrapesNet Dataset 4, ``--count`` single weighed bunches on a
@@ -9,7 +9,10 @@ Three modes:
 * ``--rgbd-scenes``: Dataset-3-style RGB-D scenes, several touching bunches at different
   depths per image, with depth and ``camera.json``, ``--train/--val``;
 * ``--edges-sample``: ``--count`` one-bunch JPEGs (GrapesNet Dataset-1 style) straight into
-  ``--out``, what ``make auto-annotate`` annotates when no images are given.
+  ``--out``, what ``make auto-annotate`` annotates when no images are given;
+* ``--vineyard``: photo-like vineyard rows (3:2 frame, default 1024x683, 8-30 bunches with
+  WGISD-like silhouette masks), COCO only, ``--train/--val``: what ``make pretrain-ablation``
+  pretrains on.
 
 The RGB-D modes write ``images/``, ``depth/`` and ``annotations/`` under ``--out``, which is
 the image root to register (``file_name`` and ``depth_file`` are relative to it), and take
@@ -21,6 +24,7 @@ Examples:
     python tools/make_synthetic.py --rgbd-scenes --train 200 --val 50 --out datasets/grapes_rgbd
     python tools/make_synthetic.py --edges-sample --count 8 --size 384 \
         --out datasets/edges_sample/images
+    python tools/make_synthetic.py --vineyard --train 400 --val 0 --out datasets/vineyard
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from grape_instances.synthetic.export import (
     generate_dataset,
     generate_dataset4,
     generate_rgbd_scenes,
+    generate_vineyard_dataset,
     split_statistics,
     write_sample_images,
 )
 from grape_instances.synthetic.render import config_from_size
 from grape_instances.synthetic.rgbd import RgbdConfig, parse_frame, scene_config
+from grape_instances.synthetic.vineyard import VineyardConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="write multi-bunch RGB-D scenes (GrapesNet Dataset 3 style)")
     mode.add_argument("--edges-sample", action="store_true",
                       help="write --count one-bunch images for the edge auto-annotator")
+    mode.add_argument("--vineyard", action="store_true",
+                      help="write photo-like vineyard rows (silhouette masks, COCO only)")
     p.add_argument("--train", type=int, default=200, help="number of training images")
     p.add_argument("--val", type=int, default=50, help="number of validation images")
     p.add_argument("--count", type=int, default=200,
@@ -63,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (square; RGB "
                    "and --edges-sample modes)")
-    p.add_argument("--frame", default="320x240", help="RGB-D modes: WIDTHxHEIGHT in pixels")
+    p.add_argument("--frame", default=None, help="RGB-D and --vineyard modes: WIDTHxHEIGHT in "
+                   "pixels (default 320x240; --vineyard 1024x683)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     return p.parse_args(argv)
 
@@ -74,7 +83,7 @@ def main(argv=None) -> None:
     setup_logger(name="grape_instances")
     if args.dataset4:
         out = args.out or "datasets/grapes_d4"
-        width, height = parse_frame(args.frame)
+        width, height = parse_frame(args.frame or "320x240")
         paths = generate_dataset4(out, args.count, seed=args.seed,
                                   cfg=RgbdConfig(width=width, height=height),
                                   overwrite=args.overwrite)
@@ -97,13 +106,17 @@ def main(argv=None) -> None:
     splits = {name: n for name, n in (("train", args.train), ("val", args.val)) if n > 0}
     if not splits:
         raise GrapeInputError("nothing to generate: --train and --val are both 0")
-    if args.rgbd_scenes:
-        out = args.out or "datasets/grapes_rgbd"
-        width, height = parse_frame(args.frame)
-        written = generate_rgbd_scenes(out, splits, seed=args.seed,
-                                       cfg=scene_config(width=width, height=height),
-                                       overwrite=args.overwrite)
-        print(f"synthetic RGB-D scenes -> {out} | " + " | ".join(
+    if args.rgbd_scenes or args.vineyard:
+        what, default_out, frame, generate, make_cfg = (
+            ("synthetic RGB-D scenes", "datasets/grapes_rgbd", "320x240", generate_rgbd_scenes,
+             scene_config) if args.rgbd_scenes else
+            ("synthetic vineyard rows", "datasets/vineyard", "1024x683",
+             generate_vineyard_dataset, VineyardConfig))
+        out = args.out or default_out
+        width, height = parse_frame(args.frame or frame)
+        written = generate(out, splits, seed=args.seed, cfg=make_cfg(width=width, height=height),
+                           overwrite=args.overwrite)
+        print(f"{what} -> {out} | " + " | ".join(
             f"{s}: {n} images, {written[s]['bunches']} bunches" for s, n in splits.items()))
         return
     out = args.out or "datasets/grapes_synth"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ REAL_CONFIG = "configs/mask_rcnn_grapes_cpu_real.yaml"
 DEFAULT_ROOT = "../shared/real-data/wgisd-train"
 # Tiles of the test-resized photo (1024 x 683 for a 2048 x 1365 photo): 3 x 2 windows.
 DEFAULT_TILE = 512
+TRAINING_TIME = "training_time.json"
+_TOTAL_TIME = re.compile(r"Total training time: (\d+):(\d\d):(\d\d)")
 
 
 def prepare_real_splits(root: str, data_dir: str, val: float = 0.2, seed: int = 0) -> dict:
@@ -59,22 +62,13 @@ def run_real(
     timings["prepare_s"] = time.perf_counter() - t0
 
     image_root = os.path.abspath(root)
-    register = [["wgisd_train", str(splits["train"]), image_root],
-                ["wgisd_val", str(splits["val"]), image_root]]
-    overrides = ["DATASETS.REGISTER", repr(register), "DATASETS.TRAIN", "('wgisd_train',)",
-                 "DATASETS.TEST", "('wgisd_val',)", "OUTPUT_DIR", output_dir, *(opts or [])]
-    cfg = build_config(config_file, overrides)
-    register_from_config(cfg)
+    cfg = real_config(root, splits, output_dir, config_file, opts)
     os.makedirs(output_dir, exist_ok=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
     # A finished run in output_dir is reused (its last checkpoint is model_final.pth), so a
     # second `make real` only re-scores; delete output_dir to train again.
-    trainer.resume_or_load(resume=True)
-    resumed_from = trainer.start_iter
-    if trainer.start_iter < cfg.SOLVER.MAX_ITER:
-        trainer.train()
+    trainer, resumed_from = train_unless_finished(cfg)
     timings["train_s"] = time.perf_counter() - t0
 
     results = {}
@@ -85,9 +79,12 @@ def run_real(
 
     t0 = time.perf_counter()
     weights = os.path.join(output_dir, "model_final.pth")
-    vis_cfg = with_tiles(cfg, tile, weights=weights)
-    val_images = [Path(image_root, img) for img in _file_names(splits["val"])][:num_overlays]
-    vis = visualize_files(vis_cfg, val_images, os.path.join(output_dir, "overlays"))
+    overlays = []
+    if num_overlays > 0:
+        vis_cfg = with_tiles(cfg, tile, weights=weights)
+        val_images = [Path(image_root, img) for img in _file_names(splits["val"])][:num_overlays]
+        overlays = visualize_files(vis_cfg, val_images,
+                                   os.path.join(output_dir, "overlays"))["overlays"]
     timings["visualize_s"] = time.perf_counter() - t0
     timings["total_s"] = sum(timings.values())
 
@@ -99,12 +96,56 @@ def run_real(
         "tile": tile,
         "results": {mode: {k: dict(v) for k, v in r.items()} for mode, r in results.items()},
         "timings": timings,
-        "overlays": vis["overlays"],
+        "overlays": overlays,
         "checkpoint": weights,
     }
     write_json_atomic(os.path.join(output_dir, "real_summary.json"), summary, indent=2,
                       nan_as_null=True)  # Detectron2 reports an AP without instances as NaN
     return summary
+
+
+def train_unless_finished(cfg) -> tuple[Trainer, int]:
+    """Train ``cfg`` (resuming what ``OUTPUT_DIR`` holds; a finished run is not trained again)
+    and keep the training's wall time in ``OUTPUT_DIR/training_time.json``, where
+    :func:`training_seconds` finds it. Returns the trainer and the iteration it started at."""
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=True)
+    start = trainer.start_iter
+    if start < cfg.SOLVER.MAX_ITER:
+        earlier = training_seconds(cfg.OUTPUT_DIR) if start > 0 else 0.0
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = (earlier or 0.0) + time.perf_counter() - t0
+        write_json_atomic(os.path.join(cfg.OUTPUT_DIR, TRAINING_TIME),
+                          {"iterations": cfg.SOLVER.MAX_ITER, "seconds": seconds}, indent=2)
+    return trainer, start
+
+
+def training_seconds(output_dir: str | os.PathLike) -> float | None:
+    """Wall time of the finished training in ``output_dir``: the record of
+    :func:`train_unless_finished`, else Detectron2's own 'Total training time' log line."""
+    record = Path(output_dir, TRAINING_TIME)
+    if record.is_file():
+        return float(read_json(record)["seconds"])
+    log = Path(output_dir, "log.txt")
+    found = _TOTAL_TIME.findall(log.read_text(errors="replace")) if log.is_file() else []
+    if not found:
+        return None
+    h, m, sec = map(int, found[-1])
+    return float(h * 3600 + m * 60 + sec)
+
+
+def real_config(root: str, splits: dict, output_dir: str, config_file: str = REAL_CONFIG,
+                opts: list[str] | None = None):
+    """The recipe's config with the split registered as ``wgisd_train`` / ``wgisd_val``."""
+    image_root = os.path.abspath(root)
+    register = [["wgisd_train", str(splits["train"]), image_root],
+                ["wgisd_val", str(splits["val"]), image_root]]
+    overrides = ["DATASETS.REGISTER", repr(register), "DATASETS.TRAIN", "('wgisd_train',)",
+                 "DATASETS.TEST", "('wgisd_val',)", "OUTPUT_DIR", output_dir, *(opts or [])]
+    cfg = build_config(config_file, overrides)
+    register_from_config(cfg)
+    return cfg
 
 
 def with_tiles(cfg, tile_size: int, weights: str | None = None):

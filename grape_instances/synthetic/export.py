@@ -3,12 +3,13 @@
 Why apart from the renderers (:mod:`.render`, :mod:`.rgbd`, :mod:`.dataset4`): those only
 compute scenes in memory (images, masks, depth, truth), so tests, benchmarks and the edge
 sample can render without touching files, and every file format, folder layout and atomic
-write lives here, once. Three datasets:
+write lives here, once. Four datasets:
 
 * :func:`generate_dataset`: RGB images with COCO, VIA 2 and labelme annotations, in the
   layout of :mod:`.layout` (what Detectron2 registers as ``grapes_synth_*``);
 * :func:`generate_rgbd_scenes`: multi-bunch RGB-D scenes (GrapesNet Dataset 3 style);
-* :func:`generate_dataset4`: the twin of GrapesNet Dataset 4 (one weighed bunch per image).
+* :func:`generate_dataset4`: the twin of GrapesNet Dataset 4 (one weighed bunch per image);
+* :func:`generate_vineyard_dataset`: photo-like vineyard rows to pretrain the real recipe.
 
 Every image is rendered from its own generator seeded by ``(seed, split, index)`` and every
 COCO file carries a fixed creation date, so the same seed gives the same bytes.
@@ -40,6 +41,7 @@ from . import layout
 from .dataset4 import render_dataset4_bunch
 from .render import VARIETY_COLORS, SynthConfig, image_rng, one_bunch_config, render_scene
 from .rgbd import RgbdConfig, RgbdScene, render_rgbd_scene, scene_config
+from .vineyard import VineyardConfig, render_vineyard_scene
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,16 @@ def _check_splits(splits: dict[str, int], what: str) -> None:
     for split, count in splits.items():
         if not split or "/" in split or int(count) < 0:
             raise GrapeInputError(f"{what} splits: bad split {split!r} with {count} images")
+
+
+def _start(root: str | os.PathLike, splits: dict[str, int] | None, default: dict[str, int],
+           what: str, overwrite: bool) -> tuple[Path, dict[str, int]]:
+    """The checked root and splits (``default`` when none are given) of a split dataset."""
+    splits = dict(default) if splits is None else dict(splits)
+    _check_splits(splits, what)
+    root = Path(root)
+    _check_root(root, overwrite)
+    return root, splits
 
 
 def _coco_builder(source: str, description: str) -> CocoBuilder:
@@ -115,10 +127,7 @@ def generate_dataset(root: str | os.PathLike, splits: dict[str, int] | None = No
     Returns ``{split: {"images": dir, "coco": json, "via": json, "labelme": dir}}``.
     """
     cfg = cfg or SynthConfig()
-    splits = {"train": 200, "val": 50} if splits is None else dict(splits)
-    _check_splits(splits, "synthetic")
-    root = Path(root)
-    _check_root(root, overwrite)
+    root, splits = _start(root, splits, {"train": 200, "val": 50}, "synthetic", overwrite)
     written = {}
     for split, count in splits.items():
         written[split] = _write_split(root, split, int(count), seed, cfg, overwrite)
@@ -216,10 +225,7 @@ def generate_rgbd_scenes(root: str | os.PathLike, splits: dict[str, int] | None 
     plus ``"camera"``.
     """
     cfg = cfg or scene_config()
-    splits = {"train": 200, "val": 50} if splits is None else dict(splits)
-    _check_splits(splits, "synthetic RGB-D")
-    root = Path(root)
-    _check_root(root, overwrite)
+    root, splits = _start(root, splits, {"train": 200, "val": 50}, "synthetic RGB-D", overwrite)
     written: dict = {}
     for split, n in splits.items():
         builder = _coco_builder("synthetic-rgbd", f"grape_instances synthetic RGB-D scenes, "
@@ -293,6 +299,44 @@ def generate_dataset4(root: str | os.PathLike, count: int = 200, seed: int = 0,
             "weights": root / "weights.csv", "camera": root / "camera.json",
             "summary": {"images": len(rows), "weight_g": (min(weights), max(weights)),
                         "varieties": dict(sorted(varieties.items()))}}
+
+
+# --------------------------------------------------------------------------- vineyard rows
+
+
+def generate_vineyard_dataset(root: str | os.PathLike, splits: dict[str, int] | None = None,
+                              seed: int = 0, cfg: VineyardConfig | None = None,
+                              overwrite: bool = False) -> dict:
+    """Write photo-like vineyard rows (:mod:`.vineyard`) with COCO silhouette annotations.
+
+    The layout of :mod:`.layout` (``images/<split>/``, ``annotations/instances_<split>.json``)
+    without VIA or labelme copies: this set exists to pretrain on. Each split's image folder
+    is replaced whole. Returns ``{split: {"images": dir, "coco": json, "bunches": count}}``.
+    """
+    cfg = cfg or VineyardConfig()
+    root, splits = _start(root, splits, {"train": 400, "val": 20}, "vineyard", overwrite)
+    written = {}
+    for split, count in splits.items():
+        builder = _coco_builder("synthetic-vineyard", f"grape_instances synthetic vineyard "
+                                f"rows, split {split}, seed {seed}, {cfg.width}x{cfg.height}")
+        with replacing_folder(layout.images_dir(root, split)) as img_dir:
+            for i in tqdm(range(int(count)), desc=f"synthesize vineyard {split}", unit="img"):
+                stem = f"{split}_{i:05d}"
+                scene = render_vineyard_scene(image_rng(seed, f"vineyard-{split}", i), cfg)
+                # The camera's JPEG artefacts are in the pixels already: store them losslessly
+                # enough not to add a second, different compression.
+                _write_bytes(img_dir / f"{stem}.jpg", _encode(
+                    scene.image, f"{stem}.jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]))
+                image_id = builder.add_image(f"{stem}.jpg", cfg.height, cfg.width,
+                                             background=scene.background)
+                for mask, meta in zip(scene.masks, scene.bunches, strict=True):
+                    builder.add_annotation(image_id, mask=mask, variety=meta["variety"])
+        builder.write(layout.coco_json(root, split), overwrite=True)
+        written[split] = {"images": layout.images_dir(root, split),
+                          "coco": layout.coco_json(root, split),
+                          "bunches": len(builder.annotations)}
+    logger.info("synthetic vineyard rows: %s -> %s", splits, root)
+    return written
 
 
 # --------------------------------------------------------------------------- edges sample
