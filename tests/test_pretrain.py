@@ -107,10 +107,10 @@ def test_tool_pretrains_on_vineyard_rows_then_fine_tunes_from_that_checkpoint(tm
     assert "synthesize vineyard" not in proc.stderr
 
 
-def test_a_budget_used_up_by_pretraining_is_one_line(tmp_path):
-    """Filling the budget needs a finished scratch run whose log states its training time."""
+def test_a_missing_wgisd_root_is_one_line_before_anything_trains(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     proc = run_tool("pretrain_ablation.py", "--root", str(tmp_path / "missing"),
                     "--scratch-dir", str(scratch), "--output-dir", str(tmp_path / "out"))
     assert_user_error(proc, str(tmp_path / "missing"))
+    assert not (tmp_path / "out").exists() and not any(scratch.iterdir())
