@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -201,14 +202,19 @@ def test_box_only_data_trains_a_box_model_and_is_checked_as_such(polygon_coco, t
         check_config(cfg, eval_only=False)
 
 
+def _copy_train_images(coco: dict, tiny_synth: Path, images: Path) -> Path:
+    """A folder of its own holding the synthetic training images ``coco`` names."""
+    images.mkdir()
+    for img in coco["images"]:
+        (images / img["file_name"]).write_bytes(
+            (tiny_synth / "images" / "train" / img["file_name"]).read_bytes())
+    return images
+
+
 def test_undecodable_images_are_left_to_the_mapper_not_refused(polygon_coco, tiny_synth,
                                                                tmp_path):
     """Training skips an image that does not decode (with a warning), as before the guard."""
-    images = tmp_path / "images"
-    images.mkdir()
-    for img in polygon_coco["images"]:
-        (images / img["file_name"]).write_bytes(
-            (tiny_synth / "images" / "train" / img["file_name"]).read_bytes())
+    images = _copy_train_images(polygon_coco, tiny_synth, tmp_path / "images")
     (images / polygon_coco["images"][0]["file_name"]).write_bytes(b"")
     json_file = write_case(polygon_coco, tmp_path, lambda d: None)
     cfg, _ = case_config(json_file, images, tmp_path)
@@ -325,11 +331,7 @@ def test_each_pixel_format_is_read_right_or_refused(tmp_path, mode):
 
 def test_16_bit_png_is_refused_by_validate_and_before_training(polygon_coco, tiny_synth,
                                                                 tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    for img in polygon_coco["images"]:
-        (images / img["file_name"]).write_bytes(
-            (tiny_synth / "images" / "train" / img["file_name"]).read_bytes())
+    images = _copy_train_images(polygon_coco, tiny_synth, tmp_path / "images")
     gray16 = (np.arange(128 * 128).reshape(128, 128) * 3).astype(np.uint16)
     Image.fromarray(gray16).save(images / "gray16.png")
     # what Detectron2 does with it: nearly every pixel white
