@@ -462,6 +462,23 @@ def setup(args, cfg: CfgNode | None = None, notes: Sequence[str] = ()) -> CfgNod
 def train_or_evaluate(args, cfg: CfgNode | None = None, notes: Sequence[str] = ()):
     """What one process of ``tools/train_net.py`` runs (under ``launch``), on the config the
     launching process built (and the lines it derived from the data, logged here)."""
+    try:
+        results = _train_or_evaluate(args, cfg, notes)
+        comm.synchronize()  # every rank is done with its collectives before any group goes
+        return results
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the process groups of a multi-process run before the interpreter exits: left to
+    interpreter teardown, gloo's worker threads sometimes abort a process that finished
+    (SIGABRT, "terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _train_or_evaluate(args, cfg: CfgNode | None, notes: Sequence[str]):
     cfg = setup(args, cfg, notes)
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -164,6 +164,34 @@ def test_semantic_baseline_in_two_processes(tiny_synth, tmp_path):
         f"val_0000{i}.jpg" for i in range(4)]
 
 
+@pytest.mark.parametrize("outcome", ["finished", "failed"])
+def test_each_process_leaves_its_process_group(outcome, tmp_path, monkeypatch):
+    """A worker destroys its process groups whether its run finished or failed: left to
+    interpreter teardown, gloo sometimes aborts a finished process (SIGABRT), as seen in CI."""
+    import torch.distributed as dist
+
+    from grape_instances import engine
+
+    def run(args, cfg, notes):
+        if outcome == "failed":
+            raise RuntimeError("training failed")
+        return {"segm": {"AP": 1.0}}
+
+    monkeypatch.setattr(engine, "_train_or_evaluate", run)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        if outcome == "failed":
+            with pytest.raises(RuntimeError, match="training failed"):
+                engine.train_or_evaluate(None)
+        else:
+            assert engine.train_or_evaluate(None) == {"segm": {"AP": 1.0}}
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_missing_config_is_one_line_error(tmp_path):
     proc = run_tool("train_net.py", "--config-file", str(tmp_path / "nope.yaml"))
     assert_user_error(proc, "nope.yaml", "not found")
