@@ -46,6 +46,21 @@ DEBUG_STEM = (0, 0, 255)
 DEBUG_LEAF = (0, 255, 0)
 
 
+def scene_config_problems(cfg, min_side: int, probabilities: tuple[str, ...]) -> list[str]:
+    """What is wrong with a scene config's frame size, bunch range and probabilities (the
+    checks every generator's config shares), one phrase per problem."""
+    problems = []
+    if cfg.height < min_side or cfg.width < min_side:
+        problems.append(f"image size {cfg.height}x{cfg.width} is below {min_side} px")
+    if not 0 <= cfg.min_bunches <= cfg.max_bunches:
+        problems.append(f"need 0 <= min_bunches <= max_bunches, got "
+                        f"{cfg.min_bunches}, {cfg.max_bunches}")
+    for name in probabilities:
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            problems.append(f"{name}={getattr(cfg, name)} is not a probability")
+    return problems
+
+
 @dataclass
 class SynthConfig:
     """What the generator draws; the defaults are the fixed difficulty of the embedded set."""
@@ -69,15 +84,8 @@ class SynthConfig:
     debug_id_colors: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.height < 32 or self.width < 32:
-            problems.append(f"image size {self.height}x{self.width} is below 32 px")
-        if not 0 <= self.min_bunches <= self.max_bunches:
-            problems.append(f"need 0 <= min_bunches <= max_bunches, got "
-                            f"{self.min_bunches}, {self.max_bunches}")
-        for name in ("p_natural", "p_leaf_occlusion", "p_cluster", "p_wing"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name}={getattr(self, name)} is not a probability")
+        problems = scene_config_problems(
+            self, 32, ("p_natural", "p_leaf_occlusion", "p_cluster", "p_wing"))
         unknown = [v for v in self.varieties if v not in VARIETY_COLORS]
         if unknown or not self.varieties:
             problems.append(f"varieties must be a non-empty subset of {sorted(VARIETY_COLORS)}")

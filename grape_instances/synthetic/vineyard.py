@@ -30,6 +30,7 @@ from .render import (
     _mask_pixels,
     _random_light,
     _smooth_noise,
+    scene_config_problems,
 )
 
 
@@ -51,15 +52,7 @@ class VineyardConfig:
     jpeg_quality: tuple[int, int] = (45, 92)  # the camera's compression, drawn per image
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.height < 64 or self.width < 64:
-            problems.append(f"image size {self.height}x{self.width} is below 64 px")
-        if not 0 <= self.min_bunches <= self.max_bunches:
-            problems.append(f"need 0 <= min_bunches <= max_bunches, got "
-                            f"{self.min_bunches}, {self.max_bunches}")
-        for name in ("p_front_leaf", "p_front_cane"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name}={getattr(self, name)} is not a probability")
+        problems = scene_config_problems(self, 64, ("p_front_leaf", "p_front_cane"))
         if len(self.variety_weights) != len(VARIETY_COLORS) or min(self.variety_weights) < 0 \
                 or sum(self.variety_weights) <= 0:
             problems.append(f"variety_weights needs {len(VARIETY_COLORS)} non-negative weights")
