@@ -18,8 +18,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-from .errors import GrapeInputError
-from .fileio import atomic_open
+from .core.errors import GrapeInputError
+from .core.fileio import atomic_open
 from .modeling.rgbd import RGBDCheckpointerMixin
 
 logger = logging.getLogger(__name__)

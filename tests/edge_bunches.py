@@ -169,7 +169,8 @@ def measure(n: int = 12, sizes: tuple[int, ...] = (256, 320, 1024, 2048)) -> lis
     ``python -m tests.edge_bunches`` prints the table."""
     import time
 
-    from grape_instances.convert.edges import auto_annotate, mask_iou
+    from grape_instances.convert.edges import auto_annotate
+    from grape_instances.core.masks import mask_iou
 
     rows = []
     for kind, make in (("loose", loose_bunch), ("dense", dense_bunch)):

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from grape_instances.convert.coco import mask_to_rle
+from grape_instances.core.masks import mask_to_rle
 
 #: Focal length (px) of the test scenes: at 500 mm one pixel is 1 mm.
 F = 500.0

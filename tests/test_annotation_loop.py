@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from grape_instances.convert.polygons import MIN_COMPONENT_AREA, mask_to_polygons
 from grape_instances.convert.predictions import DEFAULT_SIMPLIFY
+from grape_instances.core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
 from tests.helpers import DEMO_CONFIG, run_tool
 
 

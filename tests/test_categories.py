@@ -14,9 +14,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_coco_dataset, register_from_config
-from grape_instances.engine import Trainer, build_config, check_config
-from grape_instances.errors import GrapeInputError
+from grape_instances.engine.checks import check_config
+from grape_instances.engine.trainer import Trainer
 from tests.helpers import DEMO_CONFIG, assert_user_error, run_tool, tiny_training_opts
 
 SEGNET_CONFIG = "configs/semantic/segnet_grapes_cpu_demo.yaml"
@@ -160,8 +162,8 @@ def test_visualize_draws_the_datasets_class_names(two_class_run, two_class_synth
     # The same drawing in-process, recording the class names it writes on the overlays.
     from detectron2.utils.visualizer import Visualizer
 
-    from grape_instances.convert.images import expand_inputs
-    from grape_instances.predict import visualize_files
+    from grape_instances.core.images import expand_inputs
+    from grape_instances.inference.writers import visualize_files
 
     drawn, labels = [], []
     original = Visualizer.overlay_instances

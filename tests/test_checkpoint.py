@@ -3,7 +3,7 @@
 import pytest
 
 from grape_instances.checkpoint import ensure_weights_available
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from tests.helpers import DEMO_CONFIG, assert_user_error, run_tool, tiny_training_opts
 
 # Port 9 (discard) on loopback: nothing listens, so the download fails at once.
@@ -28,7 +28,7 @@ def test_train_net_names_the_unreachable_url(tiny_synth, tmp_path):
 def test_cuda_config_on_a_cpu_machine_says_how_to_run_on_cpu(monkeypatch):
     import torch
 
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(GrapeInputError, match="MODEL.DEVICE cpu"):

@@ -11,9 +11,9 @@ import pytest
 
 from grape_instances.convert.coco import CocoBuilder, MemoryStore, SpoolStore
 from grape_instances.convert.via import convert_via, read_via
-from grape_instances.convert.warning_counter import WarningCounter
-from grape_instances.errors import GrapeInputError
-from grape_instances.fileio import atomic_outputs
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.fileio import atomic_outputs
+from grape_instances.core.warning_counter import WarningCounter
 
 
 def _fill(builder: CocoBuilder) -> None:

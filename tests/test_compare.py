@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from grape_instances.engine import build_config
-from grape_instances.experiments.compare import aggregate, apply_budget, render_csv, render_markdown
+from grape_instances.data.build import build_config
+from grape_instances.experiments.compare import aggregate, budget_opts, render_csv, render_markdown
 from tests.helpers import assert_user_error, run_tool
 
 MODELS = {"Mask R-CNN", "SegNet", "PSPNet", "UNet", "FCN-8s"}
@@ -17,14 +17,31 @@ TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
 
 
 def test_budget_sets_iterations_and_scales_the_schedule():
-    cfg = build_config("configs/semantic/segnet_grapes_cpu_demo.yaml")  # 360 it, steps 250/320
-    cfg.defrost()
-    apply_budget(cfg, 720)  # batch 4 -> 180 iterations, half the schedule
+    config = "configs/semantic/segnet_grapes_cpu_demo.yaml"  # 360 it, steps 250/320
+    base = build_config(config)
+    cfg = build_config(config, budget_opts(base, 720))  # batch 4 -> 180 it, half the schedule
     assert cfg.SOLVER.MAX_ITER == 180
     assert tuple(cfg.SOLVER.STEPS) == (125, 160)
     assert cfg.SOLVER.WARMUP_ITERS == 25
-    apply_budget(cfg, 8)  # 2 iterations: steps at or past the end are dropped
+    cfg = build_config(config, budget_opts(base, 8))  # 2 it: steps at or past the end dropped
     assert cfg.SOLVER.MAX_ITER == 2 and tuple(cfg.SOLVER.STEPS) == (1,)
+    assert budget_opts(base, None) == []
+
+
+def test_run_config_is_built_whole_with_the_reference_data(tiny_synth, tmp_path):
+    """The run's config is the builder's output (frozen, class count from the data), with
+    the reference's datasets: nothing is patched into it after it was built and checked."""
+    from grape_instances.experiments.compare import ModelSpec, run_config
+
+    reference = build_config("configs/mask_rcnn_grapes_cpu_demo.yaml",
+                             ["DATASETS.SYNTHETIC_ROOT", str(tiny_synth)])
+    spec = ModelSpec("configs/semantic/segnet_grapes_cpu_demo.yaml", "segnet", "SegNet")
+    cfg = run_config(spec, reference, [], 8, 3, tmp_path / "run")
+    assert cfg.is_frozen()
+    assert cfg.DATASETS.SYNTHETIC_ROOT == str(tiny_synth)
+    assert tuple(cfg.DATASETS.TRAIN) == tuple(reference.DATASETS.TRAIN)
+    assert (cfg.SOLVER.MAX_ITER, cfg.SEED, cfg.TEST.EVAL_PERIOD) == (2, 3, 0)
+    assert cfg.OUTPUT_DIR == str(tmp_path / "run")
 
 
 def table_rows(md: str) -> list[list[str]]:

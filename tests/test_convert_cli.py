@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import PEER_DATA
+
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "convert.py"
-PEER = REPO.parent / "shared" / "peer-data"
+PEER = PEER_DATA
 PARALLEL = 2
 
 
@@ -213,6 +215,7 @@ def test_bad_input_one_line_error_no_output_inputs_untouched(runs, name):
         assert r["out"].read_bytes() == r["out_before"]
 
 
+@pytest.mark.shared("peer-data")
 def test_validate_exits_1_with_a_report(runs):
     r = runs["validate_via_coco_export"]
     assert r["returncode"] == 1 and "Traceback" not in r["stderr"]

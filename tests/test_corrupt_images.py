@@ -15,20 +15,22 @@ import pytest
 import torch
 from PIL import Image
 
-from grape_instances.convert import images as images_module
-from grape_instances.convert.images import (
-    UNDECODABLE,
-    UndecodableImageError,
-    read_image_size,
+from grape_instances.core import images as images_module
+from grape_instances.core.images import UNDECODABLE, UndecodableImageError, read_image_size
+from tests.helpers import (
+    DEMO_CONFIG,
+    REAL_DATA,
+    assert_user_error,
+    run_tool,
+    tiny_training_opts,
 )
-from tests.helpers import DEMO_CONFIG, assert_user_error, run_tool, tiny_training_opts
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data" / "wgisd-train"
+REAL = REAL_DATA
 INTACT = REAL / "data" / "CDY_2017.jpg"
 SHARED_TRUNCATED = REAL / "data" / "SVB_1937.jpg"  # truncated as WGISD published it
 CUT_STEM = "CDY_2017cut"
 
-pytestmark = pytest.mark.skipif(not INTACT.is_file(), reason=f"{REAL} not available")
+pytestmark = pytest.mark.shared("real-data/wgisd-train/data/CDY_2017.jpg")
 
 
 def truncated_copy(path: Path, fraction: float = 0.6) -> Path:
@@ -202,7 +204,7 @@ def test_edges_and_grapesnet_decode_once_and_leave_out_the_truncated_image(tmp_p
 def test_training_mapper_returns_none_and_warns_once_per_file(tmp_path, grape_log):
     from detectron2.config import get_cfg
 
-    from grape_instances.config import add_grape_config
+    from grape_instances.core.config import add_grape_config
     from grape_instances.data.mappers import build_grape_mapper
 
     cfg = get_cfg()
@@ -223,7 +225,7 @@ def test_training_mapper_returns_none_and_warns_once_per_file(tmp_path, grape_lo
 
 
 def test_evaluation_list_leaves_out_undecodable_images_once(tmp_path, grape_log):
-    from grape_instances.engine import drop_undecodable_images
+    from grape_instances.data.build import drop_undecodable_images
 
     cut = truncated_copy(tmp_path / "cut.jpg")
     dicts = [{"file_name": str(cut)}, {"file_name": str(INTACT)},
@@ -238,7 +240,7 @@ def test_coco_evaluator_scores_only_the_predicted_images(tiny_synth, monkeypatch
     from detectron2.evaluation import coco_evaluation
 
     from grape_instances.data.datasets import register_coco_dataset
-    from grape_instances.engine import LoadedImagesCOCOEvaluator
+    from grape_instances.engine.trainer import LoadedImagesCOCOEvaluator
 
     register_coco_dataset("corrupt_test_val", tiny_synth / "annotations" / "instances_val.json",
                           tiny_synth / "images" / "val")

@@ -19,7 +19,7 @@ from grape_instances.checkpoint import (
     lock_output_dir,
     release_output_dir,
 )
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from tests.helpers import DEMO_CONFIG, REPO, assert_user_error, run_tool, tiny_training_opts
 
 RECORD = {"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "DATASETS.TRAIN": ["a_train"]}
@@ -188,7 +188,8 @@ def test_unreadable_weights_are_one_line(tmp_path):
 
 
 def test_run_record_is_model_and_data_not_solver(tiny_synth, tmp_path):
-    from grape_instances.engine import build_config, run_record
+    from grape_instances.data.build import build_config
+    from grape_instances.engine.checks import run_record
 
     opts = tiny_training_opts(tiny_synth, tmp_path / "out")
     record = run_record(build_config(DEMO_CONFIG, opts))
@@ -278,7 +279,9 @@ def test_train_net_resume_with_other_data_is_refused(trained_run, tiny_synth, tm
 def test_a_new_run_forgets_the_previous_runs_last_checkpoint(trained_run, tiny_synth, tmp_path):
     """A run killed before its first checkpoint must not --resume into the previous run of
     the folder, even with the same config: starting it forgets the old last_checkpoint."""
-    from grape_instances.engine import Trainer, build_config, check_config
+    from grape_instances.data.build import build_config
+    from grape_instances.engine.checks import check_config
+    from grape_instances.engine.trainer import Trainer
 
     out = copy_run(trained_run, tmp_path)
     cfg = build_config(DEMO_CONFIG, tiny_training_opts(tiny_synth, out))

@@ -3,9 +3,9 @@
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import check_datasets_exist, register_from_config
-from grape_instances.engine import build_config
-from grape_instances.errors import GrapeInputError
 from tests.helpers import DEMO_CONFIG
 
 

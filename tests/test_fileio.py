@@ -14,9 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from grape_instances import fileio
-from grape_instances.errors import GrapeInputError
-from grape_instances.fileio import atomic_outputs, read_json, replacing_folder, write_json_atomic
+from grape_instances.core import fileio
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.fileio import (
+    atomic_outputs,
+    read_json,
+    replacing_folder,
+    write_json_atomic,
+)
 from tests.helpers import DEMO_CONFIG, REPO, assert_user_error, run_tool
 
 
@@ -296,7 +301,7 @@ def random_weights(tmp_path_factory) -> Path:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
 
     folder = tmp_path_factory.mktemp("weights")
     model = build_model(build_config(DEMO_CONFIG, ["MODEL.DEVICE", "cpu"]))

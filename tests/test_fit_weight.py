@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.measure.table import BUNCH_COLUMNS
 from grape_instances.measure.weight import WeightModel, fit_weight_model
 from tests.helpers import REPO, run_tool

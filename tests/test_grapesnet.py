@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from grape_instances.convert.coco import rle_to_mask
-from grape_instances.convert.edges import mask_iou
 from grape_instances.convert.grapesnet import (
     NO_DEPTH,
     UNPAIRED_DEPTH,
@@ -22,8 +20,9 @@ from grape_instances.convert.grapesnet import (
     pairing_key,
     read_weights,
 )
-from grape_instances.convert.polygons import mask_to_polygons
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.masks import mask_iou, rle_to_mask
+from grape_instances.core.polygons import mask_to_polygons
 from grape_instances.synthetic.render import SynthConfig, image_rng, render_scene
 
 from .helpers import assert_user_error, run_tool

@@ -9,9 +9,10 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from grape_instances.convert.coco import segmentation_to_mask
+from grape_instances.core.masks import segmentation_to_mask
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_from_config, synthetic_dataset_name
-from grape_instances.engine import LoadedImagesCOCOEvaluator, Trainer, build_config
+from grape_instances.engine.trainer import LoadedImagesCOCOEvaluator, Trainer
 from tests.helpers import DEMO_CONFIG
 
 

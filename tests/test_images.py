@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grape_instances.convert.images import (
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.images import (
     decode_image,
     list_image_files,
     read_image_size,
     resolve_image_path,
 )
-from grape_instances.errors import GrapeInputError
 
 
 def write_jpeg(path, width=50, height=30, orientation=None, seed=0):

@@ -40,7 +40,7 @@ def test_runtime_packages_import(module):
 def test_project_config_builds_the_cpu_demo_model():
     from detectron2.modeling import build_model
 
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
     from tests.helpers import DEMO_CONFIG
 
     cfg = build_config(DEMO_CONFIG)

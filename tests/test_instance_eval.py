@@ -13,9 +13,10 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 
-from grape_instances.convert.coco import mask_to_rle
+from grape_instances.core.masks import mask_to_rle
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_from_config, synthetic_dataset_name
-from grape_instances.engine import Trainer, build_config
+from grape_instances.engine.trainer import Trainer
 from grape_instances.evaluation import InstanceF1Evaluator
 from grape_instances.evaluation.instance import precision_recall_f1
 from tests.helpers import DEMO_CONFIG

@@ -12,14 +12,14 @@ from labelme.utils import shape_to_mask
 from PIL import Image
 
 from grape_instances.convert import labelme as L
-from grape_instances.convert import polygons as P
-from grape_instances.convert.coco import segmentation_to_mask
 from grape_instances.convert.labelme import convert_labelme
 from grape_instances.convert.validate import validate_coco_file
-from grape_instances.errors import GrapeInputError
+from grape_instances.core import polygons as P
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.masks import segmentation_to_mask
+from tests.helpers import PEER_DATA
 
-# ../shared/peer-data next to the repository (read-only: tests never write there)
-VOC = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "labelme_voc"
+VOC = PEER_DATA / "labelme_voc"
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def _instance_png_ious(coco) -> np.ndarray:
     return np.array(ious)
 
 
+@pytest.mark.shared("peer-data")
 def test_same_instances_boxes_and_areas_as_labelme2coco(voc_coco):
     summary, ours = voc_coco
     ref = json.loads((VOC / "reference_coco/annotations.json").read_text())
@@ -71,6 +72,7 @@ def test_same_instances_boxes_and_areas_as_labelme2coco(voc_coco):
     assert [c["name"] for c in ours["categories"]] == L.read_labels_file(VOC / "labels.txt")
 
 
+@pytest.mark.shared("peer-data")
 def test_masks_match_labelme2voc_at_least_as_well_as_labelme2coco(voc_coco):
     ours = _instance_png_ious(voc_coco[1])
     ref = _instance_png_ious(json.loads((VOC / "reference_coco/annotations.json").read_text()))
@@ -84,6 +86,7 @@ def test_group_id_merges_shapes_of_one_instance(voc_coco):
     assert len(persons) == 2  # three person shapes, two of them sharing group_id 0
 
 
+@pytest.mark.shared("peer-data")
 def test_voc_output_validates(voc_coco, tmp_path):
     out = tmp_path / "v.json"
     out.write_text(json.dumps(voc_coco[1]))

@@ -298,7 +298,7 @@ def test_model_form_predicts_measures_and_labels(tmp_path, capsys):
     masks; every predicted bunch gets a row, ids follow the score, overlays are drawn."""
     from detectron2.modeling import build_model
 
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
 
     torch.manual_seed(0)
     ckpt = tmp_path / "random.pth"

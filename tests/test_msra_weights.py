@@ -20,7 +20,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import grape_instances.modeling  # noqa: F401  (registers PSPNet)
-from grape_instances.config import add_grape_config
+from grape_instances.core.config import add_grape_config
 
 PSPNET_R50 = Path(__file__).resolve().parents[1] / "configs" / "semantic" / "pspnet_r50_grapes.yaml"
 _BRANCH = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}

@@ -8,17 +8,17 @@ from labelme import __version__ as labelme_version
 from labelme.utils import shape_to_mask
 from PIL import Image
 
-from grape_instances.convert.coco import (
+from grape_instances.convert.labelme import convert_labelme
+from grape_instances.convert.predictions import convert_predictions
+from grape_instances.convert.via import convert_via
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.masks import (
     mask_to_rle,
     polygons_to_rle,
     rle_to_mask,
     segmentation_to_mask,
 )
-from grape_instances.convert.labelme import convert_labelme
-from grape_instances.convert.polygons import MIN_COMPONENT_AREA, mask_to_polygons
-from grape_instances.convert.predictions import convert_predictions
-from grape_instances.convert.via import convert_via
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
 
 
 def blob_mask():

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.experiments.pretrain import finetune_iterations, scaled_schedule
 from grape_instances.experiments.real import training_seconds
-from tests.helpers import assert_user_error, run_tool
+from tests.helpers import REAL_DATA, assert_user_error, run_tool
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data" / "wgisd-train"
+REAL = REAL_DATA
 PHOTOS = ("CDY_2017", "CDY_2019", "SVB_1946", "SVB_1947")
 
 
@@ -65,8 +65,7 @@ TINY_REAL = ["INPUT.SCALE_CROP.TARGET_SIZE", "(128, 128)", "INPUT.SCALE_CROP.CRO
              "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]
 
 
-@pytest.mark.skipif(not (REAL / "data" / PHOTOS[0]).with_suffix(".jpg").is_file(),
-                    reason=f"{REAL} not available")
+@pytest.mark.shared("real-data/wgisd-train")
 def test_tool_pretrains_on_vineyard_rows_then_fine_tunes_from_that_checkpoint(tmp_path):
     root, out = _tiny_wgisd(tmp_path / "wgisd"), tmp_path / "out"
     args = ["--root", str(root), "--scratch-dir", str(tmp_path / "scratch"),

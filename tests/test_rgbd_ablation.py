@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.experiments.rgbd import depth_statistics, variant_config
 from tests.helpers import REPO, assert_user_error, run_tool
 

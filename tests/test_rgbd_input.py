@@ -27,26 +27,22 @@ from pycocotools import mask as mask_utils
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic baselines)
 from grape_instances.checkpoint import GrapeCheckpointer
-from grape_instances.config import add_grape_config
+from grape_instances.core.config import add_grape_config
+from grape_instances.core.depth import UndecodableDepthError, read_depth
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_coco_dataset
-from grape_instances.data.depth import (
-    UndecodableDepthError,
-    check_depth_config,
-    check_depth_files,
-    read_depth,
-    transform_depth,
-)
+from grape_instances.data.depth import check_depth_config, check_depth_files, transform_depth
 from grape_instances.data.mappers import RGBDMapper, build_grape_mapper
 from grape_instances.data.semantic import semantic_view
-from grape_instances.engine import build_config
-from grape_instances.errors import GrapeInputError
+from grape_instances.inference.predictor import Predictor
+from grape_instances.inference.writers import visualize_files
 from grape_instances.modeling.rgbd import RGBDCheckpointer
 from grape_instances.modeling.vgg import (
     VGG16Encoder,
     load_torchvision_vgg16,
     torchvision_vgg16_key_map,
 )
-from grape_instances.predict import Predictor, visualize_files
 from tests.helpers import DEMO_CONFIG, REPO, run_tool, tiny_training_opts
 
 RGBD_CONFIG = str(REPO / "configs" / "mask_rcnn_grapes_rgbd_cpu_demo.yaml")
@@ -436,8 +432,8 @@ def test_evaluation_leaves_out_an_image_whose_depth_file_is_truncated(
     """A truncated depth PNG passes the header check; the evaluation list must leave its
     image out (with one warning naming the depth file), not let the mapper skip it and
     Detectron2 score another image in its place."""
+    from grape_instances.data.build import drop_undecodable_images, load_dataset_dicts
     from grape_instances.data.datasets import register_from_config
-    from grape_instances.engine import drop_undecodable_images, load_dataset_dicts
 
     root = tmp_path / "grapes_rgbd"
     shutil.copytree(rgbd_synth, root)

@@ -15,7 +15,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold, cross_val_score
 
 from grape_instances.convert.validate import validate_coco_file
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.synthetic.dataset4 import render_dataset4_bunch
 from grape_instances.synthetic.export import generate_dataset4, generate_rgbd_scenes
 from grape_instances.synthetic.render import SynthConfig, _bunch_geometry, image_rng

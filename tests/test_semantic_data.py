@@ -11,10 +11,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
 from grape_instances.convert.coco import CocoBuilder
+from grape_instances.core.config import is_semantic_model
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_coco_dataset
 from grape_instances.data.semantic import semantic_view
-from grape_instances.engine import Trainer, build_config, is_semantic_model
-from grape_instances.errors import GrapeInputError
+from grape_instances.engine.trainer import Trainer
 
 _names = itertools.count()
 

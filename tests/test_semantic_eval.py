@@ -204,7 +204,7 @@ def test_count_ignores_predictions_inside_crowd_regions():
 
 
 def test_draw_leaves_background_undrawn():
-    from grape_instances.predict import draw_predictions
+    from grape_instances.inference.draw import draw_predictions
 
     image = np.full((64, 64, 3), 120, np.uint8)
     labels = np.zeros((64, 64), int)

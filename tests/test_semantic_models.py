@@ -16,8 +16,8 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch.nn import functional as F
 
-from grape_instances.config import add_grape_config
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.config import add_grape_config
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.modeling import FCN8s, PSPNet, SegNet, UNet
 from grape_instances.modeling.fcn import bilinear_upsampler
 from grape_instances.modeling.layers import resolve_norm

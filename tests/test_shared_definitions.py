@@ -5,8 +5,8 @@ import sys
 
 from detectron2.data import MetadataCatalog
 
+from grape_instances.core import paths as layout
 from grape_instances.data.datasets import register_synthetic, synthetic_dataset_name
-from grape_instances.synthetic import layout
 from grape_instances.synthetic.export import generate_dataset
 from grape_instances.synthetic.render import config_from_size
 from tests.helpers import REPO
@@ -31,7 +31,7 @@ def test_generator_and_registration_share_the_layout(tmp_path):
 
 def test_predict_does_not_import_the_trainer():
     """is_semantic_model lives with the models: prediction needs no training engine."""
-    code = ("import sys, grape_instances.predict; "
+    code = ("import sys, grape_instances.inference.predictor; "
             "sys.exit('grape_instances.engine' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

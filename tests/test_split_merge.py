@@ -13,7 +13,7 @@ from grape_instances.convert.split import (
     read_label_map,
     split_coco_file,
 )
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 
 
 def make_coco(n_images=20, category="bunch", prefix="img", plants=5):

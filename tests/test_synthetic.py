@@ -16,8 +16,8 @@ from labelme.utils import shape_to_mask
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from grape_instances.convert.polygons import mask_to_polygons
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.polygons import mask_to_polygons
 from grape_instances.synthetic import render
 from grape_instances.synthetic.export import generate_dataset, split_statistics
 from grape_instances.synthetic.render import (

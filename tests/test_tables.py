@@ -1,8 +1,8 @@
 """The one Markdown table renderer, as the comparison, benchmark and demo tables use it."""
 
+from grape_instances.core.tables import markdown_table
 from grape_instances.experiments.benchmark import format_table
 from grape_instances.experiments.demo import format_ap_table
-from grape_instances.tables import markdown_table
 
 
 def test_cells_are_kept_as_formatted_and_columns_aligned():

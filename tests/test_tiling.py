@@ -14,11 +14,13 @@ from detectron2.engine import DefaultTrainer
 from detectron2.structures import BitMasks, Instances
 from torch import nn
 
-from grape_instances.engine import Trainer, build_config
-from grape_instances.errors import GrapeInputError
-from grape_instances.predict import Predictor, visualize_files
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.data.build import build_config
+from grape_instances.engine.trainer import Trainer
+from grape_instances.inference.predictor import Predictor
+from grape_instances.inference.tiling import TiledModel, tile_windows
+from grape_instances.inference.writers import visualize_files
 from grape_instances.synthetic.render import SynthConfig, render_scene
-from grape_instances.tiling import TiledModel, tile_windows
 from tests.helpers import DEMO_CONFIG, REPO
 
 SEMANTIC_CONFIG = str(REPO / "configs" / "semantic" / "segnet_grapes_cpu_demo.yaml")

@@ -170,7 +170,7 @@ def test_each_process_leaves_its_process_group(outcome, tmp_path, monkeypatch):
     interpreter teardown, gloo sometimes aborts a finished process (SIGABRT), as seen in CI."""
     import torch.distributed as dist
 
-    from grape_instances import engine
+    from grape_instances.engine import trainer as engine
 
     def run(args, cfg, notes):
         if outcome == "failed":
@@ -221,7 +221,7 @@ def test_config_is_built_and_datasets_registered_once(trained_model, tiny_synth,
     config instead of building it (and registering the datasets) a second time."""
     import runpy
 
-    from grape_instances import engine
+    from grape_instances.engine import trainer as engine
 
     calls = {"build_config": 0, "register_from_config": 0}
 
@@ -234,8 +234,15 @@ def test_config_is_built_and_datasets_registered_once(trained_model, tiny_synth,
 
         return wrapper
 
+    from grape_instances.data import build
+    from grape_instances.engine import checks
+
     for name in calls:
-        monkeypatch.setattr(engine, name, counted(name))
+        wrapper = counted(name)
+        # where each is called: train_net.py (data.build), the checks, the worker's setup
+        for module in (engine, checks, build):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, wrapper)
     monkeypatch.setattr(sys, "argv", [
         "train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
         *tiny_training_opts(tiny_synth, tmp_path / "eval"), "MODEL.WEIGHTS", str(trained_model)])

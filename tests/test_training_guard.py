@@ -22,15 +22,17 @@ from pycocotools import mask as mask_utils
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
 from grape_instances.convert import validate as V
-from grape_instances.convert.images import (
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.images import (
     PHOTO_MODES,
     UnsupportedImageModeError,
     decode_image,
     read_image_size,
 )
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_coco_dataset
-from grape_instances.engine import Trainer, build_config, check_config
-from grape_instances.errors import GrapeInputError
+from grape_instances.engine.checks import check_config
+from grape_instances.engine.trainer import Trainer
 from tests.helpers import DEMO_CONFIG, REPO, assert_user_error, run_tool, tiny_training_opts
 
 _names = itertools.count()
@@ -396,15 +398,15 @@ def test_converters_skip_a_region_with_a_huge_coordinate(tmp_path):
     """The converters' shared polygon code bounds coordinates before clipping: a vertex at
     1e9 (or a VIA circle of radius 1e9) skips its region with a counted warning instead of
     becoming a sliver or a whole-image mask; a vertex just past the border is still clipped."""
-    from grape_instances.convert.polygons import (
+    from grape_instances.convert.via import convert_via
+    from grape_instances.core.polygons import (
         CLIPPED,
         FAR_OUTSIDE,
         OUTSIDE,
         ellipse_outline,
         sanitize_polygon,
     )
-    from grape_instances.convert.via import convert_via
-    from grape_instances.convert.warning_counter import WarningCounter
+    from grape_instances.core.warning_counter import WarningCounter
 
     warnings = WarningCounter()
     assert sanitize_polygon([10, 1e9, 30], [10, 10, 30], 64, 48, warnings, "r0") is None

@@ -2,7 +2,6 @@
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,10 @@ from grape_instances.convert.coco import CocoBuilder
 from grape_instances.convert.labelme import convert_labelme
 from grape_instances.convert.validate import validate_coco, validate_coco_file
 from grape_instances.convert.via import convert_via
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
+from tests.helpers import PEER_DATA
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data"
+PEER = PEER_DATA
 
 
 @pytest.fixture
@@ -160,6 +160,7 @@ def test_area_mismatch_and_empty_images_only_warn(dataset):
     assert any("without annotations" in w for w in report.warnings.counts)
 
 
+@pytest.mark.shared("peer-data")
 def test_via_own_coco_export_is_flagged():
     report = validate_coco_file(PEER / "via/nsy0328/sample_coco.json", PEER / "via/nsy0328")
     assert not report.ok
@@ -175,6 +176,7 @@ def test_via2_style_point_export_is_flagged(dataset):
     assert any("bbox" in e for e in errors) and any(">= 6 numbers" in e for e in errors)
 
 
+@pytest.mark.shared("peer-data")
 def test_our_converter_outputs_pass(tmp_path, tiny_synth):
     via_out = tmp_path / "via.json"
     convert_via(PEER / "via/nsy0328/sample.json", PEER / "via/nsy0328", via_out,

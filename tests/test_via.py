@@ -9,15 +9,15 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from grape_instances.convert import polygons as P
 from grape_instances.convert import via as V
-from grape_instances.convert.coco import segmentation_to_mask
 from grape_instances.convert.validate import validate_coco_file
 from grape_instances.convert.via import convert_via
-from grape_instances.errors import GrapeInputError
+from grape_instances.core import polygons as P
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.masks import segmentation_to_mask
+from tests.helpers import PEER_DATA
 
-# ../shared/peer-data next to the repository (read-only: tests never write there)
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "via"
+PEER = PEER_DATA / "via"
 
 
 def jpeg(path: Path, width: int = 64, height: int = 48, orientation: int | None = None) -> Path:
@@ -65,6 +65,7 @@ def names_and_boxes(coco):
 # --------------------------------------------------------------------------- peer files
 
 
+@pytest.mark.shared("peer-data")
 def test_nsy0328_sample_agrees_with_its_own_coco_export(tmp_path):
     summary, ours = convert(tmp_path, json.loads((PEER / "nsy0328/sample.json").read_text()),
                             PEER / "nsy0328", label_attr="name")
@@ -79,6 +80,7 @@ def test_nsy0328_sample_agrees_with_its_own_coco_export(tmp_path):
     assert (ours["images"][0]["width"], ours["images"][0]["height"]) == (512, 384)
 
 
+@pytest.mark.shared("peer-data")
 def test_nsy0328_project_without_images_keeps_declared_classes(tmp_path):
     summary, coco = convert(tmp_path,
                             json.loads((PEER / "nsy0328/tutorial_project.json").read_text()),
@@ -89,6 +91,7 @@ def test_nsy0328_project_without_images_keeps_declared_classes(tmp_path):
         ["PET bottles", "Cans", "Papers", "Plastic", "Cardboards", "Plastic Bag", "Bottles"])
 
 
+@pytest.mark.shared("peer-data")
 def test_via1_unit_test_regions_dict_all_shapes(tmp_path):
     data = json.loads((PEER / "via1_unit_test/unit_test_annotation2.json").read_text())
     assert V.detect_via_version(data, "x") == "1"
@@ -106,6 +109,7 @@ def test_via1_unit_test_regions_dict_all_shapes(tmp_path):
     assert validate_coco_file(tmp_path / "out.json", PEER / "via1_unit_test").ok
 
 
+@pytest.mark.shared("peer-data")
 def test_via1_unicode_and_quoted_labels_and_missing_labels(tmp_path):
     data = json.loads((PEER / "via1_unit_test/unit_test_annotation2.json").read_text())
     summary, coco = convert(tmp_path, data, PEER / "via1_unit_test", label_attr="name")
@@ -115,6 +119,7 @@ def test_via1_unicode_and_quoted_labels_and_missing_labels(tmp_path):
     assert summary["annotations"] == 5
 
 
+@pytest.mark.shared("peer-data")
 def test_via3_constructed_project_shapes(tmp_path):
     data = json.loads((PEER / "via3_constructed/sample_via3_project.json").read_text())
     assert V.detect_via_version(data, "x") == "3"

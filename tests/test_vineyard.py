@@ -9,8 +9,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from grape_instances.convert.validate import validate_coco_file
-from grape_instances.errors import GrapeInputError
-from grape_instances.synthetic import layout
+from grape_instances.core import paths as layout
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.synthetic.export import generate_vineyard_dataset
 from grape_instances.synthetic.render import _Canvas, image_rng
 from grape_instances.synthetic.vineyard import (

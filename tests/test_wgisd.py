@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from grape_instances.convert.coco import rle_to_mask
 from grape_instances.convert.wgisd import convert_wgisd, read_yolo_boxes
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
+from grape_instances.core.masks import rle_to_mask
 
 from .helpers import assert_user_error, run_tool
 

@@ -9,14 +9,14 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
+from grape_instances.core.fileio import write_json_atomic
 from grape_instances.experiments.benchmark import (
     MODEL_COLUMNS,
     BenchSpec,
     format_table,
     run_in_subprocess,
 )
-from grape_instances.fileio import write_json_atomic
 
 # torchvision's maskrcnn_resnet50_fpn without weights trains every layer with BatchNorm;
 # the R50-FPN row is set up the same way (random weights cannot use frozen BN).

@@ -16,7 +16,7 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.compare import DEFAULT_CONFIGS, run_comparison
 
 

@@ -28,8 +28,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from grape_instances.convert.images import DEFAULT_MAX_PIXELS
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
+from grape_instances.core.images import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger("grape_instances.convert")
 

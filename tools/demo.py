@@ -3,7 +3,7 @@
 
 import argparse
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.demo import DEMO_CONFIG, print_summary, run_demo
 
 

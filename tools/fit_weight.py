@@ -15,7 +15,7 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
 from grape_instances.measure.weight import fit_weight_model, write_report_summary
 
 

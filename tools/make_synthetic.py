@@ -34,7 +34,7 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.core.errors import GrapeInputError, exit_on_user_error
 from grape_instances.synthetic.export import (
     generate_dataset,
     generate_dataset4,

@@ -25,9 +25,9 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.core.errors import GrapeInputError, exit_on_user_error
+from grape_instances.inference.measure import measure_jobs
 from grape_instances.measure.depth import Camera
-from grape_instances.measure.run import measure_jobs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,18 +109,13 @@ def main(argv=None) -> None:
                                   "are for --coco)")
         setup_logger(name="detectron2")
         import grape_instances.modeling  # noqa: F401  (registers the semantic models)
-        from grape_instances.convert.images import expand_inputs
-        from grape_instances.data.datasets import register_from_config
-        from grape_instances.engine import build_config
+        from grape_instances.core.images import expand_inputs
+        from grape_instances.inference.predictor import Predictor, prediction_config
         from grape_instances.measure.sources import jobs_from_files
-        from grape_instances.predict import Predictor
 
-        tiling = ["TEST.TILE_SIZE", str(args.tile)] if args.tile else []
-        if args.tile_overlap is not None:
-            tiling += ["TEST.TILE_OVERLAP", str(args.tile_overlap)]
-        cfg = build_config(args.config_file, list(args.opts) + [
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.confidence_threshold)] + tiling)
-        register_from_config(cfg)
+        cfg = prediction_config(args.config_file, args.opts,
+                                confidence_threshold=args.confidence_threshold, tile=args.tile,
+                                tile_overlap=args.tile_overlap)
         jobs = jobs_from_files(expand_inputs(args.input))
         summary = measure_jobs(jobs, args.out, predictor=Predictor(cfg),
                                source=args.config_file, **common)

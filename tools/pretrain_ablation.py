@@ -11,7 +11,7 @@ time, and prints both arms' AP and F1 on the held-out part with their CPU minute
 
 import argparse
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.pretrain import print_pretrain_summary, run_pretrain_ablation
 from grape_instances.experiments.real import DEFAULT_ROOT, DEFAULT_TILE, REAL_CONFIG
 

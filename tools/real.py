@@ -10,7 +10,7 @@ AP and instance P / R / F1 on whole photos and with tiles, and draws full-resolu
 
 import argparse
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.real import (
     DEFAULT_ROOT,
     DEFAULT_TILE,

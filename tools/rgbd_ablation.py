@@ -14,14 +14,14 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core import paths as layout
+from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.rgbd import (
     DEFAULT_DATA,
     RGBD_CONFIG,
     depth_statistics,
     run_rgbd_ablation,
 )
-from grape_instances.synthetic import layout
 from grape_instances.synthetic.rgbd import parse_frame
 
 

@@ -15,11 +15,10 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
-from grape_instances.convert.images import expand_inputs
-from grape_instances.data.datasets import register_from_config
-from grape_instances.engine import build_config
-from grape_instances.errors import exit_on_user_error
-from grape_instances.predict import visualize_files, visualize_video
+from grape_instances.core.errors import exit_on_user_error
+from grape_instances.core.images import expand_inputs
+from grape_instances.inference.predictor import prediction_config
+from grape_instances.inference.writers import visualize_files, visualize_video
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,15 +52,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="grape_instances")
     setup_logger(name="detectron2")
-    thr = str(args.confidence_threshold)
-    tiling = ["TEST.TILE_SIZE", str(args.tile)] if args.tile else []
-    if args.tile_overlap is not None:
-        tiling += ["TEST.TILE_OVERLAP", str(args.tile_overlap)]
-    cfg = build_config(
-        args.config_file,
-        list(args.opts) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", thr] + tiling,
-    )
-    register_from_config(cfg)
+    cfg = prediction_config(args.config_file, args.opts,
+                            confidence_threshold=args.confidence_threshold, tile=args.tile,
+                            tile_overlap=args.tile_overlap)
     if args.video_input:
         done = visualize_video(cfg, args.video_input, args.output)
         print(f"{done['video']} ({done['frames']} frames) and {done['counts']} written")

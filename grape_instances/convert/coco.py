@@ -22,55 +22,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from .. import __version__
-from ..errors import GrapeInputError
-from ..fileio import OutputSet, atomic_open
-from .warning_counter import WarningCounter
+from ..core.errors import GrapeInputError
+from ..core.fileio import OutputSet, atomic_open
+from ..core.masks import mask_to_rle, polygons_to_rle, rle_area_bbox
+from ..core.warning_counter import WarningCounter
 
 DEFAULT_CATEGORY = "bunch"
-
-
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """Encode a binary H x W mask as a JSON-ready compressed RLE."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict:
-    """Rasterise flat ``[x1, y1, x2, y2, ...]`` polygons (one object) into a single RLE."""
-    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    rle = mask_utils.merge(rles)
-    if isinstance(rle["counts"], bytes):
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def rle_area_bbox(rle: dict) -> tuple[float, list[float]]:
-    """Area in pixels and ``[x, y, w, h]`` box of an RLE, as pycocotools computes them."""
-    enc = dict(rle)
-    if isinstance(enc["counts"], str):
-        enc["counts"] = enc["counts"].encode("ascii")
-    return float(mask_utils.area(enc)), [float(v) for v in mask_utils.toBbox(enc)]
-
-
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """Decode a compressed or uncompressed RLE to a uint8 H x W mask."""
-    enc = dict(rle)
-    if isinstance(enc["counts"], list):
-        enc = mask_utils.frPyObjects(enc, *enc["size"])
-    elif isinstance(enc["counts"], str):
-        enc["counts"] = enc["counts"].encode("ascii")
-    return mask_utils.decode(enc)
-
-
-def segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
-    """Decode any COCO ``segmentation`` (polygons, RLE or uncompressed RLE) to a mask."""
-    if isinstance(segm, list):
-        return rle_to_mask(polygons_to_rle(segm, height, width))
-    return rle_to_mask(segm)
 
 
 class MemoryStore:
@@ -346,7 +305,7 @@ class CocoBuilder:
               outputs: OutputSet | None = None) -> None:
         """Write atomically (temporary file + rename), streaming the records from the
         store; refuse to overwrite unless asked. With ``outputs`` (of
-        :func:`~grape_instances.fileio.atomic_outputs`) the file is one of a set renamed
+        :func:`~grape_instances.core.fileio.atomic_outputs`) the file is one of a set renamed
         into place together. Standard JSON: NaN / Infinity is a one-line error."""
         head = _dumps({"info": self.info, "licenses": [], "categories": self.categories})
         opened = atomic_open(path, "w", overwrite=overwrite) if outputs is None \

@@ -32,16 +32,15 @@ to correct by hand (natural background), without anyone drawing a polygon:
 :func:`read_edges` runs this over a folder into records in memory; :func:`convert_edges`
 writes them into a COCO JSON (source ``edges``) and
 optionally a VIA 2 project of the polygons, to be corrected in VIA and converted back with
-``tools/convert.py via``. :func:`edge_iou_benchmark` scores the pipeline against the exact
-masks of synthetic one-bunch images.
+``tools/convert.py via``. ``experiments.edge_benchmark`` scores the pipeline against the
+exact masks of synthetic one-bunch images.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,28 +49,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, check_output_path
-from .coco import (
-    DEFAULT_CATEGORY,
-    CocoBuilder,
-    ImageRecord,
-    Instance,
-    Records,
-    add_record,
-    polygons_to_rle,
-    rle_to_mask,
-)
-from .images import (
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, check_output_path
+from ..core.images import (
     DEFAULT_MAX_PIXELS,
     UndecodableImageError,
     decode_image,
     leave_out_undecodable,
     list_image_files,
 )
-from .polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from ..core.masks import rasterize_polygons
+from ..core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from ..core.warning_counter import WarningCounter
+from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Instance, Records, add_record
 from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project
-from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
 
@@ -391,14 +382,6 @@ def _clean(mask: np.ndarray, params: EdgeParams, close_radius: float | None = No
     return m
 
 
-def rasterize_polygons(polygons: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
-    """Bool mask of pixel-edge polygons, rasterised by pycocotools as every converter does."""
-    if not polygons:
-        return np.zeros((height, width), bool)
-    flat = [np.asarray(p, np.float64).ravel().tolist() for p in polygons]
-    return rle_to_mask(polygons_to_rle(flat, height, width)) > 0
-
-
 def auto_annotate(
     image_bgr: np.ndarray, background: Background = "auto", params: EdgeParams = EdgeParams()
 ) -> EdgeResult:
@@ -435,12 +418,6 @@ def auto_annotate(
     # project sees the outline around the bunch, and converting it back gives this mask
     polygons = mask_to_polygons(work, "edges", params.epsilon_px, MIN_COMPONENT_AREA)
     return EdgeResult(rasterize_polygons(polygons, h, w), polygons, background)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 # --------------------------------------------------------------------------- folders
@@ -582,34 +559,3 @@ def convert_edges(
     logger.info("edges: %d of %d images annotated (%d black, %d natural background) -> %s",
                 summary["annotated"], n_files, counts["black"], counts["natural"], out_json)
     return summary
-
-
-# --------------------------------------------------------------------------- synthetic
-
-
-def edge_iou_benchmark(n: int, background: str, seed: int = 0, size: int = 384,
-                       params: EdgeParams = EdgeParams()) -> dict:
-    """Mean IoU of :func:`auto_annotate` against the exact masks of ``n`` synthetic one-bunch
-    images (no occluding leaf) on a ``background`` ("black" or "natural") background.
-
-    The pipeline is told nothing about the generator; ``auto`` detection is scored too.
-    """
-    from ..synthetic.render import image_rng, one_bunch_config, render_scene
-
-    if background not in ("black", "natural"):
-        raise ValueError(f"background must be black or natural, got {background!r}")
-    cfg = one_bunch_config(size, background)
-    ious, detected, seconds = [], 0, 0.0
-    for i in range(n):
-        scene = render_scene(image_rng(seed, f"edges-{background}", i), cfg)
-        truth = np.any(scene.masks, axis=0) if scene.masks else np.zeros((size, size), bool)
-        start = time.perf_counter()
-        result = auto_annotate(scene.image, background, params)
-        seconds += time.perf_counter() - start
-        ious.append(mask_iou(result.mask, truth))
-        detected += detect_background(scene.image, params) == background
-    arr = np.array(ious)
-    return {"background": background, "images": n, "size": size, "seed": seed,
-            "mean_iou": float(arr.mean()), "median_iou": float(np.median(arr)),
-            "min_iou": float(arr.min()), "auto_background_accuracy": detected / n,
-            "seconds_per_image": seconds / n}

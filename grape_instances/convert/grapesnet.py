@@ -70,11 +70,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, check_output_path, read_json
-from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Records, add_instances
-from .edges import EdgeParams, detect_background, edge_record
-from .images import (
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     UNDECODABLE,
@@ -83,7 +81,9 @@ from .images import (
     leave_out_undecodable,
     read_image_size,
 )
-from .warning_counter import WarningCounter
+from ..core.warning_counter import WarningCounter
+from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Records, add_instances
+from .edges import EdgeParams, detect_background, edge_record
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _matches(text: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(text, p.lower()) for p in patterns)
 
 
-def _strip_tokens(name: str, tokens: Sequence[str]) -> str:
+def strip_tokens(name: str, tokens: Sequence[str]) -> str:
     """``img_001_depth`` -> ``img_001``; ``RGB images`` -> ``images``; ``depth`` -> ``""``."""
     name = name.lower().strip()
     changed = True
@@ -203,8 +203,8 @@ def _strip_tokens(name: str, tokens: Sequence[str]) -> str:
 def pairing_key(rel: str, tokens: Sequence[str]) -> str:
     """Folders below the sub-dataset folder plus the stem, with RGB / depth tokens removed."""
     parts = rel.split("/")
-    folders = [_strip_tokens(p, tokens) for p in parts[1:-1]]
-    stem = _strip_tokens(Path(parts[-1]).stem, tokens)
+    folders = [strip_tokens(p, tokens) for p in parts[1:-1]]
+    stem = strip_tokens(Path(parts[-1]).stem, tokens)
     return "/".join(p for p in [*folders, stem] if p)
 
 
@@ -375,7 +375,7 @@ def read_weights(path: str | os.PathLike, key_column: str | None = None,
                 f"{path}: row {lineno}: weight {raw!r} is not a number") from None
         if not np.isfinite(value) or value <= 0:
             raise GrapeInputError(f"{path}: row {lineno}: weight {raw!r} is not positive")
-        norm = _strip_tokens(Path(key).stem if Path(key).suffix.lower() in IMAGE_EXTENSIONS
+        norm = strip_tokens(Path(key).stem if Path(key).suffix.lower() in IMAGE_EXTENSIONS
                              else key, rgb_tokens)
         if norm in weights and weights[norm] != value:
             raise GrapeInputError(f"{path}: row {lineno}: {key!r} is listed twice with "

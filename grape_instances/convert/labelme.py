@@ -34,18 +34,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, check_output_path, read_json
-from .coco import (
-    DEFAULT_CATEGORY,
-    CocoBuilder,
-    ImageRecord,
-    Instance,
-    Records,
-    SpoolStore,
-    add_instances,
-)
-from .images import (
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.images import (
     DEFAULT_MAX_PIXELS,
     EXIF_ORIENTATION_TAG,
     ImageSize,
@@ -56,8 +47,24 @@ from .images import (
     read_image_size,
     resolve_image_path,
 )
-from .polygons import CLIPPED, NON_NUMERIC, TOO_FEW_POINTS, ZERO_AREA, numeric_array, polygon_area
-from .warning_counter import WarningCounter
+from ..core.polygons import (
+    CLIPPED,
+    NON_NUMERIC,
+    TOO_FEW_POINTS,
+    ZERO_AREA,
+    numeric_array,
+    polygon_area,
+)
+from ..core.warning_counter import WarningCounter
+from .coco import (
+    DEFAULT_CATEGORY,
+    CocoBuilder,
+    ImageRecord,
+    Instance,
+    Records,
+    SpoolStore,
+    add_instances,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ detection), keeps detections with ``score >= score_threshold``, turns each mask 
 polygons (``cv2.findContours`` on the outer boundaries, optionally simplified by
 ``cv2.approxPolyDP``) and writes them as a VIA 2.x project and/or one labelme JSON per
 image (each in its tool's pixel convention, see
-:func:`~grape_instances.convert.polygons.mask_to_polygons`). Parts of one
+:func:`~grape_instances.core.polygons.mask_to_polygons`). Parts of one
 instance share the VIA region attribute ``instance`` and the labelme
 ``group_id``, so converting the corrected file back (``via --group-attr instance`` or
 ``labelme``) gives one instance again. Holes inside a mask are not kept (VIA and labelme
@@ -36,17 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, check_output_path, read_json
-from .coco import DEFAULT_CATEGORY, rle_to_mask
-from .images import (
-    DEFAULT_MAX_PIXELS,
-    list_image_files,
-    read_image_size,
-    resolve_image_path,
-)
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.images import DEFAULT_MAX_PIXELS, list_image_files, read_image_size, resolve_image_path
+from ..core.masks import rle_to_mask
+from ..core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from .coco import DEFAULT_CATEGORY
 from .labelme import labelme_record, labelme_shape
-from .polygons import MIN_COMPONENT_AREA, mask_to_polygons
 from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, check_output_path, read_json, write_json_atomic
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, check_output_path, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def split_coco_file(
 ) -> dict[str, Path]:
     """Write ``<stem>_train.json``, ``<stem>_val.json`` (and ``_test``) into ``out_dir``.
 
-    The files are written all or none (:func:`~grape_instances.fileio.atomic_outputs`):
+    The files are written all or none (:func:`~grape_instances.core.fileio.atomic_outputs`):
     an existing file, a full disk or a concurrent split of the same file never leaves a
     mixed or partial split. Returns the written paths per split.
     """

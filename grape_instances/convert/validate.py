@@ -18,9 +18,9 @@ every dataset before ``tools/train_net.py`` starts, so a run is refused in one l
 
 Nothing is rasterised before it is bounded: images whose JSON size exceeds the pixel limit
 get no mask check, and a polygon vertex more than one image size outside its image is an
-error (:func:`~grape_instances.convert.polygons.far_outside`), so memory follows the image
+error (:func:`~grape_instances.core.polygons.far_outside`), so memory follows the image
 size, not the numbers in the file. Photos in a pixel format Detectron2 misreads (16-bit
-grayscale...) are errors too (:func:`~grape_instances.convert.images.check_photo_mode`).
+grayscale...) are errors too (:func:`~grape_instances.core.images.check_photo_mode`).
 """
 
 from __future__ import annotations
@@ -38,17 +38,18 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import read_json
-from .images import (
+from ..core.errors import GrapeInputError
+from ..core.fileio import read_json
+from ..core.images import (
     DEFAULT_MAX_PIXELS,
     UnsupportedImageModeError,
     decode_image,
     read_image_size,
     resolve_image_path,
 )
-from .polygons import OUTSIDE_MARGIN, clip_polygon, far_outside
-from .warning_counter import WarningCounter
+from ..core.masks import counts_as_bytes
+from ..core.polygons import OUTSIDE_MARGIN, clip_polygon, far_outside
+from ..core.warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +191,9 @@ def rle_string_counts(counts: str | bytes, total: int) -> np.ndarray | None:
     ``rleFrString`` (5 bits a character, a delta for every run after the second), vectorised
     so it costs microseconds per mask and never more memory than the string.
     """
-    if isinstance(counts, str):
-        if not counts.isascii():
-            return None
-        counts = counts.encode("ascii")
+    if isinstance(counts, str) and not counts.isascii():
+        return None
+    counts = counts_as_bytes(counts)
     c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
     if c.size == 0 or c.min() < 0 or c.max() > 63:
         return None
@@ -285,8 +285,7 @@ def _segmentation_rle(segm: Any, h: int, w: int, where: str, report: ValidationR
             return None
         if isinstance(counts, list):
             return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        return {"size": [h, w],
-                "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        return {"size": [h, w], "counts": counts_as_bytes(counts)}
     report.errors.add("malformed segmentations (neither polygons nor RLE)", where)
     return None
 

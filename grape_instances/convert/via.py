@@ -32,8 +32,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import check_output_path, read_json
+from ..core.errors import GrapeInputError
+from ..core.fileio import check_output_path, read_json
+from ..core.images import DEFAULT_MAX_PIXELS, checked_image_size, resolve_image_path
+from ..core.polygons import (
+    circle_through,
+    ellipse_outline,
+    numeric_array,
+    rectangle_outline,
+    sanitize_polygon,
+)
+from ..core.warning_counter import WarningCounter
 from .coco import (
     DEFAULT_CATEGORY,
     CocoBuilder,
@@ -43,19 +52,6 @@ from .coco import (
     SpoolStore,
     add_instances,
 )
-from .images import (
-    DEFAULT_MAX_PIXELS,
-    checked_image_size,
-    resolve_image_path,
-)
-from .polygons import (
-    circle_through,
-    ellipse_outline,
-    numeric_array,
-    rectangle_outline,
-    sanitize_polygon,
-)
-from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
 

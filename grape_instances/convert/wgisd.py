@@ -39,17 +39,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, check_output_path
-from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Instance, Records, add_record
-from .images import (
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, check_output_path
+from ..core.images import (
     DEFAULT_MAX_PIXELS,
     UndecodableImageError,
     leave_out_undecodable,
     read_image_size,
     resolve_image_path,
 )
-from .warning_counter import WarningCounter
+from ..core.warning_counter import WarningCounter
+from .coco import DEFAULT_CATEGORY, CocoBuilder, ImageRecord, Instance, Records, add_record
 
 logger = logging.getLogger(__name__)
 

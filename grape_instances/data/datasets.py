@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from ..errors import GrapeInputError
-from ..fileio import read_json
-from ..synthetic import layout as synthetic_layout
+from ..core import paths as synthetic_layout
+from ..core.errors import GrapeInputError
+from ..core.fileio import read_json
 
 logger = logging.getLogger(__name__)
 
-# Default class names for predicting without a registered dataset (grape_instances.predict);
-# registered datasets take theirs from their JSON.
+# Default class names for predicting without a registered dataset
+# (grape_instances.inference.predictor); registered datasets take theirs from their JSON.
 THING_CLASSES = ["bunch"]
 
 

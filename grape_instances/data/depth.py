@@ -1,4 +1,5 @@
-"""Depth as a fourth input channel: reading aligned depth images and moving them with the photo.
+"""Depth as a fourth input channel: moving aligned depth images with the photo (they are
+read by :func:`grape_instances.core.depth.read_depth`).
 
 A depth image is a 16-bit PNG in millimetres, 0 = no reading, pixel-aligned with its RGB
 image (what RGB-D cameras write and the GrapesNet importer pairs); a COCO image entry names it
@@ -21,47 +22,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import cv2
 import detectron2.data.transforms as T
 import numpy as np
 import torch
 from PIL import Image
 
-from ..convert.images import read_image_size
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
+from ..core.images import read_image_size
 
 #: Transforms that change colours only: depth does not follow them.
 PHOTOMETRIC_TRANSFORMS = (T.BlendTransform, T.ColorTransform, T.PILColorTransform)
-
-
-class UndecodableDepthError(GrapeInputError, OSError):
-    """A depth file that is gone or cannot be decoded: the mapper skips its record, as it
-    skips an undecodable photo (an OSError, like PIL's decode errors)."""
-
-
-def read_depth(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A depth image as float32 H x W millimetres (0 = no reading).
-
-    ``size`` (height, width) is the RGB image's: a depth image of another size is not
-    aligned to it. 8-bit or colour PNGs are refused: they do not hold millimetres.
-    """
-    if not os.path.isfile(path):
-        raise UndecodableDepthError(f"{path}: depth image not found")
-    depth = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if depth is None:
-        raise UndecodableDepthError(f"{path}: cannot decode the depth image")
-    if depth.ndim != 2 or depth.dtype != np.uint16:
-        channels = 1 if depth.ndim == 2 else depth.shape[2]
-        raise GrapeInputError(
-            f"{path}: not a 16-bit single-channel depth PNG in mm ({depth.dtype}, "
-            f"{channels} channel(s))"
-        )
-    if size is not None and depth.shape != tuple(size):
-        raise GrapeInputError(
-            f"{path}: depth image is {depth.shape[1]}x{depth.shape[0]} but its RGB image is "
-            f"{size[1]}x{size[0]} (they must be aligned pixel for pixel)"
-        )
-    return depth.astype(np.float32)
 
 
 def transform_depth(

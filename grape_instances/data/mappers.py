@@ -8,8 +8,9 @@ import detectron2.data.transforms as T
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 
-from ..errors import GrapeInputError
-from .depth import check_depth_config, read_depth, stack_depth, transform_depth
+from ..core.depth import read_depth
+from ..core.errors import GrapeInputError
+from .depth import check_depth_config, stack_depth, transform_depth
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class SkipUndecodableMapper(DatasetMapper):
 
     Detectron2's MapDataset then maps another image in its place: right for training, where
     one photo fewer is harmless; evaluation leaves such images out of its list beforehand
-    (see grape_instances.engine.load_dataset_dicts). A file that failed once is not decoded
+    (see grape_instances.engine.trainer.load_dataset_dicts). A file that failed once is not decoded
     again, so the warning comes once per file and loader process, not once per epoch.
     """
 

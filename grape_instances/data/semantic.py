@@ -27,9 +27,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
 from tqdm import tqdm
 
-from ..convert.coco import segmentation_to_mask
-from ..errors import GrapeInputError
-from ..fileio import atomic_open
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open
+from ..core.masks import segmentation_to_mask
 from .datasets import THING_CLASSES
 
 logger = logging.getLogger(__name__)

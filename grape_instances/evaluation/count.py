@@ -12,7 +12,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from pycocotools import mask as mask_utils
 
-from .instance import masks_to_rles, segmentation_to_rle
+from ..core.masks import segmentation_to_rle
+from .instance import masks_to_rles
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from detectron2.structures import Instances
 from detectron2.utils import comm
 from pycocotools import mask as mask_utils
 
-from ..convert.coco import polygons_to_rle
-from ..tables import markdown_table
+from ..core.masks import segmentation_to_rle
+from ..core.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +41,6 @@ _TP, _FP, _FN, _IGNORED = range(4)
 def threshold_key(iou_threshold: float) -> str:
     """``0.5`` -> ``"50"``, the suffix of the result keys (``F1@50``)."""
     return f"{round(100 * iou_threshold):d}"
-
-
-def segmentation_to_rle(segm: Any, height: int, width: int) -> dict:
-    """A COCO ``segmentation`` (polygons, RLE or uncompressed RLE) as an RLE pycocotools'
-    ``iou`` accepts (bytes counts), without decoding it to a dense mask."""
-    if isinstance(segm, list):
-        rle = polygons_to_rle(segm, height, width)
-    elif isinstance(segm.get("counts"), list):
-        rle = mask_utils.frPyObjects(segm, *segm["size"])
-    else:
-        rle = dict(segm)
-    if isinstance(rle["counts"], str):
-        rle["counts"] = rle["counts"].encode("ascii")
-    return rle
 
 
 def masks_to_rles(masks: Any) -> list[dict]:

@@ -18,7 +18,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.structures import Instances
 from torch.nn import functional as F
 
-from ..fileio import write_json_atomic
+from ..core.fileio import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

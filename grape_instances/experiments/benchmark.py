@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ..tables import markdown_table
+from ..core.tables import markdown_table
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _detectron2_runner(spec: BenchSpec, data):
     from detectron2.modeling import build_model
     from detectron2.structures import BitMasks, Instances
 
-    from ..engine import build_config
+    from ..data.build import build_config
 
     config_file = spec.model.split(":", 1)[1]
     cfg = build_config(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *spec.opts])

@@ -30,12 +30,15 @@ from detectron2.config import CfgNode
 from detectron2.engine import hooks
 from detectron2.utils.env import seed_all_rng
 
+from ..core import paths as layout
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open, read_json, write_json_atomic
+from ..core.tables import markdown_table
+from ..data.build import build_config
 from ..data.datasets import register_from_config, synthetic_dataset_name
-from ..engine import Trainer, build_config, check_meta_architecture
-from ..errors import GrapeInputError
-from ..fileio import atomic_open, read_json, write_json_atomic
-from ..synthetic import layout
-from ..tables import markdown_table
+from ..engine import guard_run, run_training
+from ..engine.checks import check_meta_architecture
+from ..engine.trainer import Trainer
 from .demo import ensure_synthetic
 
 logger = logging.getLogger(__name__)
@@ -93,10 +96,11 @@ def model_specs(config_files: Sequence[str], opts: Sequence[str]) -> list[ModelS
     return specs
 
 
-def apply_budget(cfg: CfgNode, images_seen: int | None) -> None:
-    """MAX_ITER = images_seen / IMS_PER_BATCH, with LR steps and warm-up scaled alike."""
+def budget_opts(cfg: CfgNode, images_seen: int | None) -> list[str]:
+    """Overrides for a schedule of ``images_seen`` images: MAX_ITER = images_seen /
+    IMS_PER_BATCH, with ``cfg``'s LR steps and warm-up scaled alike (none for None)."""
     if images_seen is None:
-        return
+        return []
     if images_seen < cfg.SOLVER.IMS_PER_BATCH:
         raise GrapeInputError(
             f"--images-seen {images_seen} is less than one batch ({cfg.SOLVER.IMS_PER_BATCH})"
@@ -104,26 +108,30 @@ def apply_budget(cfg: CfgNode, images_seen: int | None) -> None:
     max_iter = round(images_seen / cfg.SOLVER.IMS_PER_BATCH)
     scale = max_iter / cfg.SOLVER.MAX_ITER
     steps = sorted({round(s * scale) for s in cfg.SOLVER.STEPS})
-    cfg.SOLVER.STEPS = tuple(s for s in steps if 0 < s < max_iter)
-    cfg.SOLVER.WARMUP_ITERS = round(cfg.SOLVER.WARMUP_ITERS * scale)
-    cfg.SOLVER.MAX_ITER = max_iter
+    return ["SOLVER.STEPS", repr(tuple(s for s in steps if 0 < s < max_iter)),
+            "SOLVER.WARMUP_ITERS", str(round(cfg.SOLVER.WARMUP_ITERS * scale)),
+            "SOLVER.MAX_ITER", str(max_iter)]
+
+
+def dataset_opts(reference: CfgNode) -> list[str]:
+    """Overrides giving a config the reference's data (datasets, roots, semantic cache)."""
+    return ["DATASETS.TRAIN", repr(tuple(reference.DATASETS.TRAIN)),
+            "DATASETS.TEST", repr(tuple(reference.DATASETS.TEST)),
+            "DATASETS.SYNTHETIC_ROOT", reference.DATASETS.SYNTHETIC_ROOT,
+            "DATASETS.REGISTER", repr([list(map(str, e)) for e in reference.DATASETS.REGISTER]),
+            "DATASETS.SEMANTIC_CACHE_DIR", reference.DATASETS.SEMANTIC_CACHE_DIR]
 
 
 def run_config(
     spec: ModelSpec, reference: CfgNode, opts: Sequence[str], images_seen: int | None,
     seed: int, run_dir: Path,
 ) -> CfgNode:
-    """The config of one run: its own model and schedule, the reference's data."""
-    cfg = build_config(spec.config_file, opts)
-    cfg.defrost()
-    for key in ("TRAIN", "TEST", "SYNTHETIC_ROOT", "REGISTER", "SEMANTIC_CACHE_DIR"):
-        cfg.DATASETS[key] = reference.DATASETS[key]
-    apply_budget(cfg, images_seen)
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.SEED = seed
-    cfg.OUTPUT_DIR = str(run_dir)
-    cfg.freeze()
-    return cfg
+    """The config of one run: its own model and schedule, the reference's data; built whole
+    by ``build_config`` (so its class count follows that data), never patched afterwards."""
+    base = build_config(spec.config_file, [*opts, *dataset_opts(reference)])
+    return build_config(spec.config_file, [
+        *opts, *dataset_opts(reference), *budget_opts(base, images_seen),
+        "TEST.EVAL_PERIOD", "0", "SEED", str(seed), "OUTPUT_DIR", str(run_dir)])
 
 
 class TrainOnlyTrainer(Trainer):
@@ -227,6 +235,7 @@ def train_or_load(cfg: CfgNode, run_dir: Path, eval_only: bool):
         weights = run_dir / "model_final.pth"
         if not weights.is_file():
             raise GrapeInputError(f"{weights}: checkpoint not found (run without --eval-only)")
+        guard_run(cfg, eval_only=True)  # the folder's lock: run.json and the log are rewritten
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model).load(str(weights))
         previous = run_dir / "run.json"
@@ -234,10 +243,8 @@ def train_or_load(cfg: CfgNode, run_dir: Path, eval_only: bool):
         if previous.is_file():
             timings = {k: read_json(previous).get(k) for k in ("train_s", "s_per_iter")}
         return model, timings
-    trainer = TrainOnlyTrainer(cfg)
-    trainer.resume_or_load(resume=False)
     start = time.perf_counter()
-    trainer.train()
+    trainer = run_training(cfg, resume=False, trainer_cls=TrainOnlyTrainer)
     train_s = time.perf_counter() - start
     step_times = [t for t, _ in trainer.storage.history("time").values()] if (
         "time" in trainer.storage.histories()) else []

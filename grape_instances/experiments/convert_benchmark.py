@@ -32,7 +32,7 @@ from ..convert.via import (
     via2_polygon_region,
     via2_project,
 )
-from ..fileio import read_json, write_json_atomic
+from ..core.fileio import read_json, write_json_atomic
 
 IMAGE_SIZE = 1024
 BUNCHES_PER_IMAGE = 4
@@ -125,14 +125,8 @@ def simplify_benchmark(npz_files: Sequence[str | os.PathLike],
     """Vertices per bunch and mask IoU against the exact outline, for polygon tolerances
     given as fractions of the bunch size (``from-predictions --simplify``), on WGISD's
     full-resolution per-bunch masks (``.npz``, H x W x N): where the default comes from."""
-    from ..convert.coco import polygons_to_rle, rle_to_mask
-    from ..convert.polygons import MIN_COMPONENT_AREA, mask_to_polygons
-
-    def raster(polygons, h, w):
-        if not polygons:
-            return np.zeros((h, w), bool)
-        flat = [p.reshape(-1).tolist() for p in polygons]
-        return rle_to_mask(polygons_to_rle(flat, h, w)).astype(bool)
+    from ..core.masks import mask_iou, rasterize_polygons
+    from ..core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
 
     stats: dict[float, list[tuple[int, float]]] = {f: [] for f in fractions}
     for path in npz_files:
@@ -142,12 +136,11 @@ def simplify_benchmark(npz_files: Sequence[str | os.PathLike],
             mask = masks[:, :, i].astype(np.uint8)
             if mask.sum() < 100:
                 continue
-            exact = raster(mask_to_polygons(mask, "edges", 0, MIN_COMPONENT_AREA), h, w)
+            exact = rasterize_polygons(mask_to_polygons(mask, "edges", 0, MIN_COMPONENT_AREA), h, w)
             for fraction in fractions:
                 tolerance = fraction * float(np.sqrt(mask.sum()))
                 polygons = mask_to_polygons(mask, "edges", tolerance, MIN_COMPONENT_AREA)
-                got = raster(polygons, h, w)
-                iou = float((got & exact).sum() / max(1, (got | exact).sum()))
+                iou = mask_iou(rasterize_polygons(polygons, h, w), exact)
                 stats[fraction].append((sum(len(p) for p in polygons), iou))
     rows = []
     for fraction, values in stats.items():

@@ -8,14 +8,16 @@ import time
 
 from detectron2.utils.logger import setup_logger
 
+from ..core import paths as layout
+from ..core.fileio import write_json_atomic
+from ..core.tables import markdown_table
+from ..data.build import build_config
 from ..data.datasets import register_from_config
-from ..engine import Trainer, build_config
-from ..fileio import write_json_atomic
-from ..predict import visualize_files
-from ..synthetic import layout
+from ..engine import run_training
+from ..engine.trainer import Trainer
+from ..inference.writers import visualize_files
 from ..synthetic.export import generate_dataset
 from ..synthetic.render import SynthConfig
-from ..tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +71,7 @@ def run_demo(
     os.makedirs(output_dir, exist_ok=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
+    trainer = run_training(cfg, resume=False)  # the OUTPUT_DIR lock and the pre-run checks
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

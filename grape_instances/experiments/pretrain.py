@@ -24,13 +24,14 @@ from pathlib import Path
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.logger import setup_logger
 
+from ..core import paths as layout
+from ..core.errors import GrapeInputError
+from ..core.fileio import read_json, write_json_atomic
+from ..core.tables import markdown_table
+from ..data.build import build_config
 from ..data.datasets import register_from_config
-from ..engine import Trainer, build_config
-from ..errors import GrapeInputError
-from ..fileio import read_json, write_json_atomic
-from ..synthetic import layout
+from ..engine.trainer import Trainer
 from ..synthetic.export import generate_vineyard_dataset
-from ..tables import markdown_table
 from .real import (
     DEFAULT_ROOT,
     DEFAULT_TILE,

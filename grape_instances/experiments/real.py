@@ -18,11 +18,13 @@ from detectron2.utils.logger import setup_logger
 
 from ..convert.split import split_coco_file
 from ..convert.wgisd import convert_wgisd
+from ..core.fileio import read_json, write_json_atomic
+from ..core.tables import markdown_table
+from ..data.build import build_config
 from ..data.datasets import register_from_config
-from ..engine import Trainer, build_config
-from ..fileio import read_json, write_json_atomic
-from ..predict import visualize_files
-from ..tables import markdown_table
+from ..engine import run_training
+from ..engine.trainer import Trainer
+from ..inference.writers import visualize_files
 from .demo import format_ap_table
 
 logger = logging.getLogger(__name__)
@@ -105,17 +107,16 @@ def run_real(
 
 
 def train_unless_finished(cfg) -> tuple[Trainer, int]:
-    """Train ``cfg`` (resuming what ``OUTPUT_DIR`` holds; a finished run is not trained again)
-    and keep the training's wall time in ``OUTPUT_DIR/training_time.json``, where
-    :func:`training_seconds` finds it. Returns the trainer and the iteration it started at."""
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=True)
+    """Train ``cfg`` through the guarded path (``engine.run_training``, resuming what
+    ``OUTPUT_DIR`` holds; a finished run is not trained again) and keep the training's wall
+    time in ``OUTPUT_DIR/training_time.json``, where :func:`training_seconds` finds it.
+    Returns the trainer and the iteration it started at."""
+    earlier = training_seconds(cfg.OUTPUT_DIR) if os.path.isdir(cfg.OUTPUT_DIR) else None
+    t0 = time.perf_counter()
+    trainer = run_training(cfg, resume=True)
     start = trainer.start_iter
     if start < cfg.SOLVER.MAX_ITER:
-        earlier = training_seconds(cfg.OUTPUT_DIR) if start > 0 else 0.0
-        t0 = time.perf_counter()
-        trainer.train()
-        seconds = (earlier or 0.0) + time.perf_counter() - t0
+        seconds = ((earlier or 0.0) if start > 0 else 0.0) + time.perf_counter() - t0
         write_json_atomic(os.path.join(cfg.OUTPUT_DIR, TRAINING_TIME),
                           {"iterations": cfg.SOLVER.MAX_ITER, "seconds": seconds}, indent=2)
     return trainer, start

@@ -22,20 +22,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..core import paths as layout
+from ..core.depth import read_depth
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open, read_json, write_json_atomic
+from ..core.tables import markdown_table
+from ..data.build import build_config
 from ..data.datasets import register_from_config
-from ..engine import build_config
-from ..errors import GrapeInputError
-from ..fileio import atomic_open, read_json, write_json_atomic
-from ..synthetic import layout
 from ..synthetic.export import generate_rgbd_scenes
 from ..synthetic.rgbd import scene_config
-from ..tables import markdown_table
-from .compare import ModelSpec, apply_budget, mean_std, run_one
+from .compare import ModelSpec, budget_opts, mean_std, run_one
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def depth_statistics(coco_json: str | os.PathLike, image_root: str | os.PathLike
     total, total_sq, valid, pixels = 0.0, 0.0, 0, 0
     for name in tqdm(depth_files, desc="depth statistics", unit="img", leave=False):
         path = Path(image_root) / name
-        depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
-            raise GrapeInputError(f"{path}: not a readable 16-bit depth PNG")
+        depth = read_depth(path)  # one line for a missing, undecodable or 8-bit file
         values = np.minimum(depth[depth > 0].astype(np.float64), max_mm)
         total += float(values.sum())
         total_sq += float(np.square(values).sum())
@@ -127,16 +125,12 @@ def variant_config(variant: str, run_dir: Path, data_root: str | os.PathLike, ma
                    seed: int, opts: Sequence[str] = (), config_file: str = RGBD_CONFIG):
     """The frozen config of one run."""
     base = build_config(config_file, [*data_opts(data_root), *opts])
-    cfg = build_config(config_file, [
+    return build_config(config_file, [
         *data_opts(data_root), *opts,
         *variant_opts(variant, base.MODEL.PIXEL_MEAN, base.MODEL.PIXEL_STD),
+        *budget_opts(base, max_iter * base.SOLVER.IMS_PER_BATCH), "TEST.EVAL_PERIOD", "0",
         "OUTPUT_DIR", str(run_dir), "SEED", str(seed),
     ])
-    cfg.defrost()
-    apply_budget(cfg, max_iter * cfg.SOLVER.IMS_PER_BATCH)
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.freeze()
-    return cfg
 
 
 def run_row(row: dict) -> dict:

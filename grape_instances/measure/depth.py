@@ -3,7 +3,8 @@
 Depth images are single-channel 16-bit PNGs (or TIFFs) in millimetres, aligned pixel for
 pixel with the RGB image, 0 meaning no reading (the convention of the GrapesNet importer,
 the synthetic Dataset-4 twin and the RGB-D models; read by
-:func:`grape_instances.data.depth.read_depth`). Pixels without a reading are ignored; a
+:func:`grape_instances.core.depth.read_depth`, found by
+:func:`grape_instances.core.depth.find_depth`). Pixels without a reading are ignored; a
 bunch with none gets no metric fields.
 
 How the numbers are made (pinhole camera, focal lengths ``fx``, ``fy`` in pixels):
@@ -32,17 +33,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import GrapeInputError
-from ..fileio import read_json
+from ..core.errors import GrapeInputError
+from ..core.fileio import read_json
 from .geometry import min_area_rect, outline_corners
 
-#: File types tried, in this order, for a depth image with the RGB image's stem.
-DEPTH_EXTENSIONS = (".png", ".tif", ".tiff")
 METRIC_FIELDS = ("median_depth_mm", "area_cm2", "length_cm", "width_cm", "volume_cm3")
 
 
@@ -90,18 +88,6 @@ class Camera:
         except (TypeError, ValueError):
             raise GrapeInputError(f"{path}: fx / fy are not numbers") from None
         return cls(fx=fx, fy=fy)
-
-
-def find_depth(depth_dir: Path, rel_name: str) -> Path | None:
-    """The depth image of the RGB image ``rel_name`` (relative to the images folder): same
-    relative folder and stem under ``depth_dir``, else the same stem at its top."""
-    rel = Path(rel_name)
-    for folder in dict.fromkeys([depth_dir / rel.parent, depth_dir]):
-        for ext in DEPTH_EXTENSIONS:
-            candidate = folder / f"{rel.stem}{ext}"
-            if candidate.is_file():
-                return candidate
-    return None
 
 
 def revolution_volume_px(mask: np.ndarray, y_scale: float = 1.0) -> float:

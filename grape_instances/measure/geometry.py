@@ -24,7 +24,7 @@ import math
 import cv2
 import numpy as np
 
-from ..convert.predictions import MIN_COMPONENT_AREA
+from ..core.polygons import MIN_COMPONENT_AREA
 
 #: Smaller specks of a mask are not counted as pieces (the same rule as polygon export).
 MIN_PIECE_PX = MIN_COMPONENT_AREA

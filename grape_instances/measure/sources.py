@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from ..convert.coco import DEFAULT_CATEGORY, segmentation_to_mask
-from ..convert.images import list_image_files, normalize_annotation_name, resolve_image_path
+from ..convert.coco import DEFAULT_CATEGORY
 from ..convert.predictions import load_results
-from ..convert.warning_counter import WarningCounter
-from ..errors import GrapeInputError
-from ..fileio import read_json
+from ..core.errors import GrapeInputError
+from ..core.fileio import read_json
+from ..core.images import list_image_files, normalize_annotation_name, resolve_image_path
+from ..core.masks import segmentation_to_mask
+from ..core.warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The three tables of tools/measure.py: per bunch, per image and per folder.
 
-Written side by side, all or none (:func:`~grape_instances.fileio.atomic_outputs`):
+Written side by side, all or none (:func:`~grape_instances.core.fileio.atomic_outputs`):
 ``table.csv`` (one row per bunch), ``table_images.csv`` (one row per image),
 ``table_folders.csv`` (one row per folder: one vine or row) and ``table_images.json`` (the
 image and folder rows, the overall totals and the warning counts). Empty cells mean "not
@@ -18,8 +18,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs
 from .depth import METRIC_FIELDS
 
 BUNCH_COLUMNS = ("image", "folder", "instance", "category", "score", "box_x", "box_y",

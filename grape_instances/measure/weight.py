@@ -26,10 +26,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..convert.grapesnet import _strip_tokens, read_weights
-from ..convert.warning_counter import WarningCounter
-from ..errors import GrapeInputError
-from ..fileio import atomic_open, replacing_folder, write_json_atomic
+from ..convert.grapesnet import read_weights
+from ..convert.grapesnet import strip_tokens as strip_tokens
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open, replacing_folder, write_json_atomic
+from ..core.warning_counter import WarningCounter
 from .depth import METRIC_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ def image_keys(name: str) -> tuple[set[str], set[str], set[str]]:
     """How a weights key may name an image: relative path, stem, or a folder (normalised)."""
     parts = PurePosixPath(name).parts
     stem = PurePosixPath(name).stem
-    folders = [_strip_tokens(p, RGB_TOKENS) for p in parts[:-1]]
-    full = "/".join(p for p in [*folders, _strip_tokens(stem, RGB_TOKENS)] if p)
-    return ({full}, {_strip_tokens(stem, RGB_TOKENS), stem.lower()}, {f for f in folders if f})
+    folders = [strip_tokens(p, RGB_TOKENS) for p in parts[:-1]]
+    full = "/".join(p for p in [*folders, strip_tokens(stem, RGB_TOKENS)] if p)
+    return ({full}, {strip_tokens(stem, RGB_TOKENS), stem.lower()}, {f for f in folders if f})
 
 
 def join_weights(rows: list[dict[str, str]], weights: dict[str, float],
@@ -323,7 +324,7 @@ class WeightModel:
 
 def write_report_summary(report: dict) -> str:
     """What tools/fit_weight.py prints: the cross-validation table and where the model went."""
-    from ..tables import markdown_table
+    from ..core.tables import markdown_table
 
     rows = [[name + (" (chosen)" if name == report["best"] else ""), f"{m['r2']:.3f}",
              f"{m['mae_g']:.1f}", f"{m['mape_pct']:.1f}",

@@ -8,7 +8,7 @@ from . import fcn, pspnet, resnet, segnet, unet, vgg  # noqa: F401  (registratio
 from .fcn import FCN8s
 from .pspnet import PSPNet
 from .segnet import SegNet
-from .semantic_base import SemanticBaseline, is_semantic_model
+from .semantic_base import SemanticBaseline
 from .unet import UNet
 
-__all__ = ["FCN8s", "PSPNet", "SegNet", "SemanticBaseline", "UNet", "is_semantic_model"]
+__all__ = ["FCN8s", "PSPNet", "SegNet", "SemanticBaseline", "UNet"]

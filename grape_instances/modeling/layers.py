@@ -14,7 +14,7 @@ from detectron2.utils.file_io import PathManager
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 from .layers import NormSpec, resolve_norm
 
 # Dilation of res4 / res5 for each output stride; strided stages become dilated ones.

@@ -15,18 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
-
-
-def is_semantic_model(cfg) -> bool:
-    """True when the meta-architecture predicts ``sem_seg`` (the four baselines, Detectron2's
-    SemanticSegmentor): it then trains and is scored on the semantic view of the datasets."""
-    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return isinstance(arch, type) and issubclass(arch, (SemanticBaseline, SemanticSegmentor))
 
 
 def semantic_baseline_config(cfg) -> dict[str, Any]:
@@ -44,6 +36,9 @@ def semantic_baseline_config(cfg) -> dict[str, Any]:
 
 class SemanticBaseline(nn.Module):
     """Normalise + pad, call ``predict``, then cross-entropy (training) or softmax + resize."""
+
+    #: what core.config.is_semantic_model reads: this model predicts ``sem_seg``
+    predicts_sem_seg = True
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 from .layers import NormSpec, conv_norm_relu, read_state_dict, scale_channels
 from .rgbd import is_widened_input_conv, widen_rgb_filters
 

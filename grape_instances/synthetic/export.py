@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from ..convert.coco import CocoBuilder
 from ..convert.labelme import labelme_record, labelme_shape
-from ..convert.polygons import mask_to_polygons
 from ..convert.via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
-from ..errors import GrapeInputError
-from ..fileio import atomic_open, read_json, replacing_folder, write_json_atomic
-from . import layout
+from ..core import paths as layout
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open, read_json, replacing_folder, write_json_atomic
+from ..core.polygons import mask_to_polygons
 from .dataset4 import render_dataset4_bunch
 from .render import VARIETY_COLORS, SynthConfig, image_rng, one_bunch_config, render_scene
 from .rgbd import RgbdConfig, RgbdScene, render_rgbd_scene, scene_config

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 
 # Base berry colours in BGR, 0..1; the powdery "bloom" wax dulls dark grapes blue-grey.
 VARIETY_COLORS = {

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 from .render import (
     SynthConfig,
     _annotate,

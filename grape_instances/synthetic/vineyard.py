@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 from .render import (
     VARIETY_COLORS,
     Scene,

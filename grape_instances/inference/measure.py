@@ -17,18 +17,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..convert.images import decode_image
-from ..convert.warning_counter import WarningCounter
-from ..data.depth import read_depth
-from ..errors import GrapeInputError
-from ..fileio import replacing_folder
-from ..predict import Predictor, check_output_folder, write_image_atomic
-from .depth import Camera, find_depth, metric_features
-from .geometry import shape_features
-from .overlay import draw_bunches, masks_as_instances
-from .sources import ImageJob
-from .table import image_row, output_paths, write_tables
-from .weight import WeightModel
+from ..core.depth import find_depth, read_depth
+from ..core.errors import GrapeInputError
+from ..core.fileio import replacing_folder
+from ..core.images import decode_image
+from ..core.warning_counter import WarningCounter
+from ..measure.depth import Camera, metric_features
+from ..measure.geometry import shape_features
+from ..measure.sources import ImageJob
+from ..measure.table import image_row, output_paths, write_tables
+from ..measure.weight import WeightModel
+from .draw import draw_bunches, masks_as_instances
+from .predictor import Predictor
+from .writers import check_output_folder, write_image_atomic
 
 logger = logging.getLogger(__name__)
 

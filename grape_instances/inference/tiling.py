@@ -19,7 +19,7 @@ from detectron2.config import CfgNode
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from .errors import GrapeInputError
+from ..core.errors import GrapeInputError
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+
+
+def is_semantic_model(cfg) -> bool:
+    """True when the meta-architecture predicts ``sem_seg`` (the four baselines, which set
+    ``predicts_sem_seg``, and Detectron2's SemanticSegmentor): it then trains and is scored on
+    the semantic view of the datasets. The architecture must be registered (import
+    ``grape_instances.modeling`` for the baselines)."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return isinstance(arch, type) and (
+        issubclass(arch, SemanticSegmentor) or bool(getattr(arch, "predicts_sem_seg", False))
+    )
 
 
 def add_grape_config(cfg: CN) -> CN:
@@ -112,8 +124,8 @@ def _add_evaluation_config(cfg: CN) -> None:
     cfg.TEST.SEMANTIC_SCORE_THRESH = 0.5
     # Bunch-count error of instance models: predictions scoring at least this are counted.
     cfg.TEST.COUNT_SCORE_THRESH = 0.5
-    # Tiled inference of instance models (grape_instances.tiling): window size in pixels of the
-    # test-resized image; 0 = the whole image at once.
+    # Tiled inference of instance models (grape_instances.inference.tiling): window size in
+    # pixels of the test-resized image; 0 = the whole image at once.
     cfg.TEST.TILE_SIZE = 0
     # Overlap of neighbouring windows, as a fraction of TEST.TILE_SIZE.
     cfg.TEST.TILE_OVERLAP = 0.25

@@ -28,7 +28,7 @@ Converters never trust an annotation file's idea of where an image is or how big
   visualize), so the user converts them once instead. Depth maps, which are 16-bit on
   purpose, are read with ``photo=False``.
 
-Every failure is a :class:`~grape_instances.errors.GrapeInputError` whose message names the
+Every failure is a :class:`~grape_instances.core.errors.GrapeInputError` whose message names the
 file. Checking the pixel count ourselves matters: importing labelme sets
 ``PIL.Image.MAX_IMAGE_PIXELS = None`` process-wide, which silently disables PIL's own guard.
 """
@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import GrapeInputError
+from .errors import GrapeInputError
 from .warning_counter import WarningCounter
 
 logger = logging.getLogger(__name__)

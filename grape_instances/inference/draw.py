@@ -1,7 +1,8 @@
-"""Overlays whose bunches carry the ``instance`` id of the table, so rows match pictures.
+"""Drawing predictions: Detectron2's Visualizer over a model's outputs (or masks read from a
+file), and overlays whose bunches carry the ``instance`` id of the measurement table, so rows
+match pictures.
 
-The masks are drawn by the project's own :func:`grape_instances.predict.draw_predictions`
-(Detectron2's Visualizer); this module only writes ``#id`` on each bunch, at its most
+Ids are written at each bunch's most
 interior point (the maximum of the distance transform), where the label stays on the bunch
 even for a crescent-shaped or split mask.
 """
@@ -14,8 +15,26 @@ import cv2
 import numpy as np
 import torch
 from detectron2.structures import BitMasks, Instances
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from ..predict import draw_predictions
+from ..data.semantic import BACKGROUND
+
+
+def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarray:
+    """Overlay masks, boxes and scores (or a semantic map, background left undrawn) on the
+    image; returns BGR."""
+    vis = Visualizer(image_bgr[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
+    if "instances" in outputs:
+        drawn = vis.draw_instance_predictions(outputs["instances"].to("cpu"))
+    elif "sem_seg" in outputs:
+        labels = outputs["sem_seg"].argmax(dim=0).to("cpu")
+        if metadata.stuff_classes[0] == BACKGROUND:
+            labels[labels == 0] = len(metadata.stuff_classes)  # the Visualizer skips these
+        drawn = vis.draw_sem_seg(labels)
+    else:
+        raise ValueError(f"nothing to draw in outputs with keys {sorted(outputs)}")
+    return drawn.get_image()[:, :, ::-1]
+
 
 
 def masks_as_instances(masks: Sequence[np.ndarray], scores: Sequence[float | None],

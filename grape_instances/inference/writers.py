@@ -1,4 +1,5 @@
-"""Run a trained model on image files and draw what it sees (used by tools/visualize.py)."""
+"""Writers of a model's predictions: overlay folders (or one overlay file) with their COCO
+results list, annotated videos with their per-frame counts, and the atomic image writer."""
 
 from __future__ import annotations
 
@@ -9,121 +10,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
-from .checkpoint import GrapeCheckpointer, ensure_weights_available
-from .convert.images import IMAGE_EXTENSIONS, decode_image
-from .data.datasets import THING_CLASSES
-from .data.depth import check_depth_config, read_depth, stack_depth, transform_depth
-from .data.semantic import BACKGROUND, stuff_classes_for, stuff_colors_for, write_label_png
-from .errors import GrapeInputError
-from .fileio import atomic_open, make_parent, replacing_folder, write_json_atomic
-from .modeling import is_semantic_model
-from .tiling import TiledModel
+from ..core.depth import DEPTH_EXTENSIONS, find_depth, read_depth
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open, make_parent, replacing_folder, write_json_atomic
+from ..core.images import IMAGE_EXTENSIONS, decode_image
+from ..data.semantic import write_label_png
+from .draw import draw_predictions
+from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
-
-class Predictor(DefaultPredictor):
-    """Detectron2's DefaultPredictor (checkpoint, test-time resize, one BGR image in) with a
-    one-line error for a missing checkpoint, tiled inference of instance models when
-    ``TEST.TILE_SIZE`` > 0, and metadata that can draw our outputs even when
-    the test dataset is not registered in this process (stuff_classes for semantic models).
-    With ``INPUT.DEPTH.ENABLED`` each call also takes the photo's aligned depth image.
-    """
-
-    def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
-        check_depth_config(cfg)
-        self.max_depth_mm = cfg.INPUT.DEPTH.MAX_MM if cfg.INPUT.DEPTH.ENABLED else None
-        weights = cfg.MODEL.WEIGHTS
-        if not weights and not allow_random_weights:
-            raise GrapeInputError(
-                "MODEL.WEIGHTS is empty: the model would predict with random weights; pass a "
-                "trained checkpoint, e.g. --opts MODEL.WEIGHTS output/real/model_final.pth"
-            )
-        ensure_weights_available(weights)
-        # DefaultPredictor loads MODEL.WEIGHTS with Detectron2's checkpointer, which drops an
-        # RGB checkpoint's 3-channel stem conv in an RGB-D model (a shape mismatch) and leaves
-        # it random; it builds the model here without weights, and the project's checkpointer
-        # loads them, widening RGB filters to the depth channel (modeling.rgbd).
-        blank = cfg.clone()
-        blank.defrost()
-        blank.MODEL.WEIGHTS = ""
-        super().__init__(blank)
-        self.cfg = cfg.clone()
-        GrapeCheckpointer(self.model).load(weights)
-        if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
-            self.model = TiledModel.from_config(cfg, self.model)
-        name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
-        self.metadata = MetadataCatalog.get(name)
-        semantic = is_semantic_model(cfg)
-        classes = self.metadata.get("thing_classes")
-        if not semantic and classes and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-            classes = None  # another dataset's names would mislabel (or overrun) the classes
-        if not classes:
-            n = len(THING_CLASSES) if semantic else cfg.MODEL.ROI_HEADS.NUM_CLASSES
-            names = list(THING_CLASSES) if n == len(THING_CLASSES) else [
-                f"class {i}" for i in range(n)
-            ]
-            self.metadata = MetadataCatalog.get(f"__grapes_predict_{n}").set(thing_classes=names)
-        if semantic:
-            # Semantic outputs are drawn by class name: stuff_classes as in the semantic view.
-            stuff = stuff_classes_for(
-                self.metadata.thing_classes, cfg.DATASETS.SEMANTIC_MERGE_CLASSES
-            )
-            if len(stuff) != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
-                stuff = [f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
-            self.metadata = MetadataCatalog.get(
-                "__grapes_predict_semantic_" + "|".join(stuff)
-            ).set(stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff)))
-
-    @property
-    def needs_depth(self) -> bool:
-        return self.max_depth_mm is not None
-
-    def __call__(self, original_image: np.ndarray, depth: np.ndarray | None = None) -> dict:
-        """DefaultPredictor's call; an RGB-D model also gets ``depth`` (H x W mm, aligned to
-        the photo), resized with the photo's test-time transform (nearest, data.depth)."""
-        if not self.needs_depth:
-            if depth is not None:
-                raise GrapeInputError("a depth image was given but the config's "
-                                      "INPUT.DEPTH.ENABLED is False (an RGB model)")
-            return super().__call__(original_image)
-        if depth is None:
-            raise GrapeInputError("INPUT.DEPTH.ENABLED: this RGB-D model needs the depth image "
-                                  "of each photo (visualize.py --depth DIR)")
-        with torch.no_grad():
-            if self.input_format == "RGB":
-                original_image = original_image[:, :, ::-1]
-            height, width = original_image.shape[:2]
-            transform = self.aug.get_transform(original_image)
-            image = torch.as_tensor(
-                transform.apply_image(original_image).astype("float32").transpose(2, 0, 1)
-            )
-            image = stack_depth(image, transform_depth(transform, depth), self.max_depth_mm)
-            return self.model([{"image": image, "height": height, "width": width}])[0]
-
-
-def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarray:
-    """Overlay masks, boxes and scores (or a semantic map, background left undrawn) on the
-    image; returns BGR."""
-    vis = Visualizer(image_bgr[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
-    if "instances" in outputs:
-        drawn = vis.draw_instance_predictions(outputs["instances"].to("cpu"))
-    elif "sem_seg" in outputs:
-        labels = outputs["sem_seg"].argmax(dim=0).to("cpu")
-        if metadata.stuff_classes[0] == BACKGROUND:
-            labels[labels == 0] = len(metadata.stuff_classes)  # the Visualizer skips these
-        drawn = vis.draw_sem_seg(labels)
-    else:
-        raise ValueError(f"nothing to draw in outputs with keys {sorted(outputs)}")
-    return drawn.get_image()[:, :, ::-1]
-
 
 # What visualize writes into its folder: anything else there is the user's, not ours.
 OUTPUT_SUFFIXES = {".png", ".json", ".csv"}
@@ -210,7 +109,7 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
         try:
             image = decode_image(path, format="BGR")
             depth = None if depth_dir is None else read_depth(
-                Path(depth_dir) / f"{path.stem}.png", image.shape[:2]
+                _depth_file(Path(depth_dir), path), image.shape[:2]
             )
         except GrapeInputError as e:
             logger.warning("skipped: %s", e)
@@ -240,6 +139,12 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
                 final_dir / results_name, len(skipped))
     return {"overlays": written, "results": str(final_dir / results_name),
             "num_detections": len(results), "label_maps": label_maps, "skipped": skipped}
+
+
+def _depth_file(depth_dir: Path, photo: Path) -> Path:
+    """The photo's depth image under ``depth_dir`` (core.depth's one lookup); the name of the
+    first candidate when there is none, so the error names the file that was expected."""
+    return find_depth(depth_dir, photo.name) or depth_dir / f"{photo.stem}{DEPTH_EXTENSIONS[0]}"
 
 
 def write_image_atomic(path: Path, image_bgr: np.ndarray) -> None:
