@@ -11,7 +11,7 @@ THREADS ?= 2
 DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
-.PHONY: install test demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
+.PHONY: install test test-fast demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
         auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh
 
 install: $(STAMP)
@@ -32,6 +32,11 @@ $(STAMP): requirements.txt requirements.lock.txt pyproject.toml
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The quick subset while developing: the tests not marked slow (no training, no driver run
+# end to end). CI runs the full `make test`.
+test-fast: PYTEST_ARGS += -m "not slow"
+test-fast: test
 
 lint: install
 	$(VENV)/bin/ruff check grape_instances tools tests

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ../shared next to the repository (read-only: tests never write there). Tests that read it
 # carry @pytest.mark.shared("<sub-folder>"); conftest skips them, naming what is missing,
 # where it is absent.
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("GRAPE_SHARED_DIR") or REPO.parent / "shared")
 PEER_DATA = SHARED / "peer-data"
 REAL_DATA = SHARED / "real-data" / "wgisd-train"
 DEMO_CONFIG = str(REPO / "configs" / "mask_rcnn_grapes_cpu_demo.yaml")
