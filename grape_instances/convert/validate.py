@@ -452,7 +452,7 @@ def check_datasets_for_model(
     names, and its checkpoints would not load into it for visualize or evaluation.
 
     Images that do not decode are not refused: training skips them with a warning and
-    evaluation leaves them out (as engine.py does). Datasets named in ``train`` must hold at
+    evaluation leaves them out (as data.build does). Datasets named in ``train`` must hold at
     least one non-crowd annotation between them, and no dataset may be empty (Detectron2
     asserts on both).
     """

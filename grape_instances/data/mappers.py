@@ -88,8 +88,8 @@ class SkipUndecodableMapper(DatasetMapper):
 
     Detectron2's MapDataset then maps another image in its place: right for training, where
     one photo fewer is harmless; evaluation leaves such images out of its list beforehand
-    (see grape_instances.engine.trainer.load_dataset_dicts). A file that failed once is not decoded
-    again, so the warning comes once per file and loader process, not once per epoch.
+    (see data.build.load_dataset_dicts). A file that failed once is not decoded again, so the
+    warning comes once per file and loader process, not once per epoch.
     """
 
     def __init__(self, *args, **kwargs) -> None:

@@ -1,0 +1,5 @@
+"""Running a trained model on photos: ``predictor`` (Predictor and the one prediction-config
+builder), ``tiling`` (tiled inference of instance models), ``draw`` (overlays, bunch ids),
+``writers`` (overlay folders with their COCO results, annotated videos with per-frame counts,
+atomic image writes) and ``measure`` (the measuring loop of tools/measure.py, masks from a
+file or from the model). Every run of a model over photos goes through ``Predictor``."""
