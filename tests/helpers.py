@@ -56,3 +56,10 @@ def assert_user_error(proc, *fragments: str) -> None:
     assert len(lines) == 1, proc.stderr[-2000:]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, but the generator's stamp (``.complete``:
+    it records the seconds the generation took, so it differs between equal datasets)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".complete"}

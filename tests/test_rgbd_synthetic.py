@@ -29,15 +29,10 @@ from grape_instances.synthetic.rgbd import (
     render_rgbd_scene,
     scene_config,
 )
-from tests.helpers import REPO, assert_user_error, run_tool
+from tests.helpers import REPO, assert_user_error, run_tool, tree_bytes
 
 SMALL = RgbdConfig(width=192, height=144)
 SMALL_SCENES = scene_config(width=192, height=144)
-
-
-def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
 
 
 def _median_depth(depth: np.ndarray, mask: np.ndarray) -> float:
@@ -58,7 +53,7 @@ def twin(tmp_path_factory) -> Path:
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, twin):
     generate_dataset4(tmp_path / "again", 6, seed=3, cfg=SMALL)
     generate_dataset4(tmp_path / "other", 6, seed=4, cfg=SMALL)
-    a, b, c = (_tree_bytes(p) for p in (twin, tmp_path / "again", tmp_path / "other"))
+    a, b, c = (tree_bytes(p) for p in (twin, tmp_path / "again", tmp_path / "other"))
     assert a == b
     assert a.keys() == c.keys()
     for name in ("images/bunch_00000.jpg", "depth/bunch_00000.png", "weights.csv"):

@@ -35,3 +35,59 @@ def test_predict_does_not_import_the_trainer():
             "sys.exit('grape_instances.engine' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _images(root, split="train") -> int:
+    import json
+
+    return len(json.loads(layout.coco_json(root, split).read_text())["images"])
+
+
+def test_a_dataset_is_ready_only_for_the_request_its_stamp_records(tmp_path, caplog):
+    """One rule (synthetic.export.ensure_dataset): the demo's dataset is reused for the same
+    counts, size and seed, and generated again for others (tools/demo.py --train-images 100
+    after a 300-image dataset trains on 100 images), never silently reused."""
+    from grape_instances.experiments.demo import ensure_synthetic
+
+    root = tmp_path / "demo_synth"
+    ensure_synthetic(str(root), num_train=3, num_val=1, size=64, seed=0)
+    stamp = layout.read_stamp(root)
+    assert stamp["splits"] == {"train": 3, "val": 1} and stamp["size"] == [64, 64]
+    assert stamp["kind"] == "synthetic" and stamp["seed"] == 0 and stamp["seconds"] > 0
+    first = layout.coco_json(root, "train").stat().st_mtime_ns
+
+    ensure_synthetic(str(root), num_train=3, num_val=1, size=64, seed=0)  # the same: reused
+    assert layout.coco_json(root, "train").stat().st_mtime_ns == first
+
+    with caplog.at_level("WARNING", logger="grape_instances"):
+        ensure_synthetic(str(root), num_train=2, num_val=1, size=64, seed=0)
+    assert _images(root) == 2 and layout.read_stamp(root)["splits"]["train"] == 2
+    assert "3 train / 1 val images" in caplog.text and "2 train / 1 val images" in caplog.text
+    for other in ({"size": 72}, {"seed": 1}):  # size and seed count as much as the count
+        args = {"num_train": 2, "num_val": 1, "size": 64, "seed": 0, **other}
+        ensure_synthetic(str(root), **args)
+        assert layout.read_stamp(root)["size"] == [args["size"]] * 2
+        assert layout.read_stamp(root)["seed"] == args["seed"]
+
+
+def test_an_unstamped_or_other_dataset_is_refused_where_it_may_not_be_replaced(tmp_path):
+    import pytest
+
+    from grape_instances.core.errors import GrapeInputError
+    from grape_instances.synthetic.export import ensure_dataset
+
+    root = tmp_path / "scenes"
+    generate_dataset(root, {"train": 1, "val": 1}, cfg=config_from_size(64))
+    want = layout.dataset_stamp("synthetic", {"train": 2, "val": 1}, 0, (64, 64))
+    assert not layout.dataset_ready(root, want)
+    with pytest.raises(GrapeInputError, match=r"holds synthetic: 1 train / 1 val images, "
+                                              r"64x64, seed 0, not synthetic: 2 train"):
+        ensure_dataset(root, want, lambda: None, other="refuse")
+    # a comparison trains on whatever finished synthetic set its configs name
+    assert ensure_dataset(root, want, lambda: None, other="use") > 0
+    assert layout.read_stamp(root)["splits"] == {"train": 1, "val": 1}  # untouched
+    (root / layout.STAMP).unlink()  # a generation killed before its stamp: not ready
+    have = layout.dataset_stamp("synthetic", {"train": 1, "val": 1}, 0, (64, 64))
+    assert not layout.dataset_ready(root, have)
+    with pytest.raises(GrapeInputError, match="an unfinished or unstamped dataset"):
+        ensure_dataset(root, have, lambda: None, other="refuse")

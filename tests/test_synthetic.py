@@ -28,13 +28,9 @@ from grape_instances.synthetic.render import (
     image_rng,
     render_scene,
 )
+from tests.helpers import tree_bytes
 
 SMALL = config_from_size(96)
-
-
-def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
 
 
 def _polygon_mask(polygons: list[list[float]], h: int, w: int) -> np.ndarray:
@@ -63,7 +59,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     generate_dataset(tmp_path / "a", splits, seed=7, cfg=SMALL)
     generate_dataset(tmp_path / "b", splits, seed=7, cfg=SMALL)
     generate_dataset(tmp_path / "c", splits, seed=8, cfg=SMALL)
-    a, b, c = (_tree_bytes(tmp_path / n) for n in "abc")
+    a, b, c = (tree_bytes(tmp_path / n) for n in "abc")
     assert len(a) == 2 * 5 + 2 * 2  # images + labelme files, COCO + VIA per split
     assert a == b
     assert a.keys() == c.keys()
@@ -74,7 +70,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
 def test_split_images_do_not_depend_on_other_split_sizes(tmp_path):
     generate_dataset(tmp_path / "a", {"val": 2}, seed=3, cfg=SMALL)
     generate_dataset(tmp_path / "b", {"train": 4, "val": 2}, seed=3, cfg=SMALL)
-    a, b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
+    a, b = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b")
     val_files = [k for k in a if "val" in k]
     assert len(val_files) == 6
     for k in val_files:

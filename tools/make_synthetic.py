@@ -34,6 +34,7 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
+from grape_instances.core import paths as dataset_paths
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
 from grape_instances.synthetic.export import (
     generate_dataset,
@@ -82,7 +83,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="grape_instances")
     if args.dataset4:
-        out = args.out or "datasets/grapes_d4"
+        out = args.out or dataset_paths.D4_ROOT
         width, height = parse_frame(args.frame or "320x240")
         paths = generate_dataset4(out, args.count, seed=args.seed,
                                   cfg=RgbdConfig(width=width, height=height),
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
               + ", ".join(f"{k} {v}" for k, v in st["varieties"].items()))
         return
     if args.edges_sample:
-        out = args.out or "datasets/edges_sample/images"
+        out = args.out or dataset_paths.EDGES_SAMPLE_IMAGES
         if args.count < 1:
             raise GrapeInputError(f"--count must be at least 1, got {args.count}")
         paths = write_sample_images(out, n=args.count, background=args.background,
@@ -108,9 +109,9 @@ def main(argv=None) -> None:
         raise GrapeInputError("nothing to generate: --train and --val are both 0")
     if args.rgbd_scenes or args.vineyard:
         what, default_out, frame, generate, make_cfg = (
-            ("synthetic RGB-D scenes", "datasets/grapes_rgbd", "320x240", generate_rgbd_scenes,
+            ("synthetic RGB-D scenes", dataset_paths.RGBD_ROOT, "320x240", generate_rgbd_scenes,
              scene_config) if args.rgbd_scenes else
-            ("synthetic vineyard rows", "datasets/vineyard", "1024x683",
+            ("synthetic vineyard rows", dataset_paths.VINEYARD_ROOT, "1024x683",
              generate_vineyard_dataset, VineyardConfig))
         out = args.out or default_out
         width, height = parse_frame(args.frame or frame)
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
         print(f"{what} -> {out} | " + " | ".join(
             f"{s}: {n} images, {written[s]['bunches']} bunches" for s, n in splits.items()))
         return
-    out = args.out or "datasets/grapes_synth"
+    out = args.out or dataset_paths.SYNTH_ROOT
     written = generate_dataset(out, splits, seed=args.seed,
                                cfg=config_from_size(args.size), overwrite=args.overwrite)
     parts = []

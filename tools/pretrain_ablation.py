@@ -11,6 +11,7 @@ time, and prints both arms' AP and F1 on the held-out part with their CPU minute
 
 import argparse
 
+from grape_instances.core import paths
 from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.pretrain import print_pretrain_summary, run_pretrain_ablation
 from grape_instances.experiments.real import DEFAULT_ROOT, DEFAULT_TILE, REAL_CONFIG
@@ -21,10 +22,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--root", default=DEFAULT_ROOT, help="WGISD root (data/, *_masked.txt)")
     p.add_argument("--output-dir", default="output/pretrain")
-    p.add_argument("--data-dir", default="datasets/vineyard",
+    p.add_argument("--data-dir", default=paths.VINEYARD_ROOT,
                    help="for the rendered vineyard rows (reused when already there)")
     p.add_argument("--scratch-dir", default="output/real", help="the scratch run (make real)")
-    p.add_argument("--real-data-dir", default="datasets/real",
+    p.add_argument("--real-data-dir", default=paths.REAL_DATA_DIR,
                    help="for the converted WGISD split (as make real)")
     p.add_argument("--pretrain-iters", type=int, default=600)
     p.add_argument("--images", type=int, default=400, help="vineyard rows to render")

@@ -10,6 +10,7 @@ AP and instance P / R / F1 on whole photos and with tiles, and draws full-resolu
 
 import argparse
 
+from grape_instances.core import paths
 from grape_instances.core.errors import exit_on_user_error
 from grape_instances.experiments.real import (
     DEFAULT_ROOT,
@@ -25,7 +26,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--root", default=DEFAULT_ROOT, help="WGISD root (data/, *_masked.txt)")
     p.add_argument("--output-dir", default="output/real")
-    p.add_argument("--data-dir", default="datasets/real", help="for the converted JSON files")
+    p.add_argument("--data-dir", default=paths.REAL_DATA_DIR,
+                   help="for the converted JSON files")
     p.add_argument("--config-file", default=REAL_CONFIG)
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help="tile size (px of the test-resized photo) of the tiled evaluation")

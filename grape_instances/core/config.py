@@ -5,6 +5,8 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 
+from . import paths
+
 
 def is_semantic_model(cfg) -> bool:
     """True when the meta-architecture predicts ``sem_seg`` (the four baselines, which set
@@ -34,7 +36,7 @@ def _add_dataset_config(cfg: CN) -> None:
     cfg.DATASETS.REGISTER = []
     # Root of the embedded synthetic dataset (tools/make_synthetic.py output); its splits are
     # registered as grapes_synth_train / grapes_synth_val.
-    cfg.DATASETS.SYNTHETIC_ROOT = "datasets/grapes_synth"
+    cfg.DATASETS.SYNTHETIC_ROOT = paths.SYNTH_ROOT
 
 
 def _add_augmentation_config(cfg: CN) -> None:
@@ -113,7 +115,7 @@ def _add_semantic_model_config(cfg: CN) -> None:
 def _add_semantic_view_config(cfg: CN) -> None:
     # Where the semantic view of a COCO instance dataset caches its derived label PNGs, one
     # folder per hash of the JSON (grape_instances.data.semantic); relative to the working dir.
-    cfg.DATASETS.SEMANTIC_CACHE_DIR = "datasets/.semantic_cache"
+    cfg.DATASETS.SEMANTIC_CACHE_DIR = paths.SEMANTIC_CACHE_ROOT
     # Semantic view of K categories: True = background + one merged foreground, False = K + 1.
     cfg.DATASETS.SEMANTIC_MERGE_CLASSES = False
 

@@ -27,6 +27,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
 from tqdm import tqdm
 
+from ..core import paths
 from ..core.errors import GrapeInputError
 from ..core.fileio import atomic_open
 from ..core.masks import segmentation_to_mask
@@ -38,7 +39,7 @@ SEMANTIC_SUFFIX = "_sem"
 BACKGROUND = "background"
 # The one foreground class of a merged view of several categories.
 FOREGROUND = "foreground"
-DEFAULT_CACHE_ROOT = "datasets/.semantic_cache"
+DEFAULT_CACHE_ROOT = paths.SEMANTIC_CACHE_ROOT
 DEFAULT_IGNORE_VALUE = 255
 # Bump whenever semantic_label_map changes, so caches of the old derivation are not reused.
 DERIVATION_VERSION = 1

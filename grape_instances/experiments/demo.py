@@ -15,8 +15,9 @@ from ..data.build import build_config
 from ..data.datasets import register_from_config
 from ..engine import run_training
 from ..engine.trainer import Trainer
+from ..inference.predictor import prediction_config
 from ..inference.writers import visualize_files
-from ..synthetic.export import generate_dataset
+from ..synthetic.export import ensure_dataset, generate_dataset
 from ..synthetic.render import SynthConfig
 
 logger = logging.getLogger(__name__)
@@ -28,15 +29,16 @@ DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEED = 300, 50, 256, 0
 
 def ensure_synthetic(root: str, num_train: int = DEMO_TRAIN_IMAGES,
                      num_val: int = DEMO_VAL_IMAGES, size: int = DEMO_IMAGE_SIZE,
-                     seed: int = DEMO_SEED) -> None:
-    """Generate the demo dataset once; an existing complete dataset is reused."""
-    if layout.has_coco_files(root):
-        logger.info("reusing synthetic dataset in %s", root)
-        return
-    generate_dataset(
-        root, {"train": num_train, "val": num_val}, seed=seed,
-        cfg=SynthConfig(height=size, width=size), overwrite=True,
-    )
+                     seed: int = DEMO_SEED, other: str = "replace") -> None:
+    """Generate the demo dataset once (synthetic.export.ensure_dataset): reused when its
+    stamp records these counts, size and seed; a dataset of other counts, size or seed is
+    generated again (``other="replace"``), or used as it is (``"use"``)."""
+    splits = {"train": num_train, "val": num_val}
+    ensure_dataset(root, layout.dataset_stamp("synthetic", splits, seed, (size, size)),
+                   lambda: generate_dataset(root, splits, seed=seed,
+                                            cfg=SynthConfig(height=size, width=size),
+                                            overwrite=True),
+                   other=other)
 
 
 def format_ap_table(results: dict) -> str:
@@ -61,12 +63,13 @@ def run_demo(
     setup_logger(name="grape_instances")
     setup_logger(name="detectron2")
     overrides = ["OUTPUT_DIR", output_dir, "SEED", str(seed), *(opts or [])]
-    cfg = build_config(config_file, overrides)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    ensure_synthetic(cfg.DATASETS.SYNTHETIC_ROOT, num_train, num_val, image_size, seed)
+    root = build_config(config_file, overrides).DATASETS.SYNTHETIC_ROOT
+    ensure_synthetic(root, num_train, num_val, image_size, seed)
     timings["synthesize_s"] = time.perf_counter() - t0
+    cfg = build_config(config_file, overrides)  # its class count follows the data now there
     register_from_config(cfg)
     os.makedirs(output_dir, exist_ok=True)
 
@@ -80,11 +83,8 @@ def run_demo(
 
     t0 = time.perf_counter()
     weights = os.path.join(output_dir, "model_final.pth")
-    vis_cfg = cfg.clone()
-    vis_cfg.defrost()
-    vis_cfg.MODEL.WEIGHTS = weights
-    vis_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5  # draw confident bunches only
-    vis_cfg.freeze()
+    vis_cfg = prediction_config(config_file, [*overrides, "MODEL.WEIGHTS", weights],
+                                confidence_threshold=0.5)  # draw confident bunches only
     val_images = sorted(layout.images_dir(cfg.DATASETS.SYNTHETIC_ROOT, "val").glob("*.jpg"))
     vis = visualize_files(vis_cfg, val_images[:num_overlays], os.path.join(output_dir, "overlays"))
     timings["visualize_s"] = time.perf_counter() - t0

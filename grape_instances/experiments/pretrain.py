@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.logger import setup_logger
 
 from ..core import paths as layout
 from ..core.errors import GrapeInputError
-from ..core.fileio import read_json, write_json_atomic
+from ..core.fileio import write_json_atomic
 from ..core.tables import markdown_table
 from ..data.build import build_config
 from ..data.datasets import register_from_config
 from ..engine.trainer import Trainer
-from ..synthetic.export import generate_vineyard_dataset
+from ..synthetic.export import ensure_dataset, generate_vineyard_dataset
+from ..synthetic.vineyard import VineyardConfig
 from .real import (
     DEFAULT_ROOT,
     DEFAULT_TILE,
@@ -69,18 +68,16 @@ def finetune_iterations(budget_s: float, render_s: float, pretrain_s: float,
 
 
 def render_vineyard(data_dir: str, images: int, seed: int = 0) -> float:
-    """Render ``images`` vineyard rows under ``data_dir`` (reused when already there with the
-    same count and seed); returns the seconds rendering took, when it happened."""
-    record = Path(data_dir, "render.json")
-    if record.is_file() and layout.has_coco_files(data_dir, ("train",)):
-        done = read_json(record)
-        if done.get("images") == images and done.get("seed") == seed:
-            return float(done["seconds"])
-    t0 = time.perf_counter()
-    generate_vineyard_dataset(data_dir, {"train": images}, seed=seed, overwrite=True)
-    seconds = time.perf_counter() - t0
-    write_json_atomic(record, {"images": images, "seed": seed, "seconds": seconds}, indent=2)
-    return seconds
+    """Render ``images`` vineyard rows under ``data_dir`` (reused when its stamp records the
+    same count, frame and seed: synthetic.export.ensure_dataset); returns the seconds
+    rendering took, when it happened."""
+    frame = VineyardConfig()
+    return ensure_dataset(
+        data_dir, layout.dataset_stamp("vineyard", {"train": images}, seed,
+                                       (frame.width, frame.height)),
+        lambda: generate_vineyard_dataset(data_dir, {"train": images}, seed=seed,
+                                          overwrite=True),
+        other="replace")
 
 
 def pretrain(data_dir: str, output_dir: str, iters: int, config_file: str = REAL_CONFIG,
@@ -117,9 +114,9 @@ def score_weights(root: str, splits: dict, weights: str, output_dir: str,
 def run_pretrain_ablation(
     root: str = DEFAULT_ROOT,
     output_dir: str = "output/pretrain",
-    data_dir: str = "datasets/vineyard",
+    data_dir: str = layout.VINEYARD_ROOT,
     scratch_dir: str = "output/real",
-    real_data_dir: str = "datasets/real",
+    real_data_dir: str = layout.REAL_DATA_DIR,
     pretrain_iters: int = 600,
     images: int = 400,
     config_file: str = REAL_CONFIG,

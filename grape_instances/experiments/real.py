@@ -18,6 +18,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..convert.split import split_coco_file
 from ..convert.wgisd import convert_wgisd
+from ..core import paths
 from ..core.fileio import read_json, write_json_atomic
 from ..core.tables import markdown_table
 from ..data.build import build_config
@@ -30,7 +31,7 @@ from .demo import format_ap_table
 logger = logging.getLogger(__name__)
 
 REAL_CONFIG = "configs/mask_rcnn_grapes_cpu_real.yaml"
-DEFAULT_ROOT = "../shared/real-data/wgisd-train"
+DEFAULT_ROOT = paths.WGISD_ROOT
 # Tiles of the test-resized photo (1024 x 683 for a 2048 x 1365 photo): 3 x 2 windows.
 DEFAULT_TILE = 512
 TRAINING_TIME = "training_time.json"
@@ -49,7 +50,7 @@ def prepare_real_splits(root: str, data_dir: str, val: float = 0.2, seed: int = 
 def run_real(
     root: str = DEFAULT_ROOT,
     output_dir: str = "output/real",
-    data_dir: str = "datasets/real",
+    data_dir: str = paths.REAL_DATA_DIR,
     config_file: str = REAL_CONFIG,
     tile: int = DEFAULT_TILE,
     num_overlays: int = 2,
@@ -76,14 +77,19 @@ def run_real(
     results = {}
     for mode, tile_size in (("whole", 0), ("tiled", tile)):
         t0 = time.perf_counter()
-        results[mode] = Trainer.test(with_tiles(cfg, tile_size), trainer.model)
+        test_cfg = real_config(root, splits, output_dir, config_file,
+                               [*(opts or []), "TEST.TILE_SIZE", str(tile_size)])
+        results[mode] = Trainer.test(test_cfg, trainer.model)
         timings[f"evaluate_{mode}_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     weights = os.path.join(output_dir, "model_final.pth")
     overlays = []
     if num_overlays > 0:
-        vis_cfg = with_tiles(cfg, tile, weights=weights)
+        vis_cfg = real_config(root, splits, output_dir, config_file, [
+            *(opts or []), "TEST.TILE_SIZE", str(tile), "MODEL.WEIGHTS", weights,
+            # draw what F1 counts
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(cfg.TEST.F1_SCORE_THRESH)])
         val_images = [Path(image_root, img) for img in _file_names(splits["val"])][:num_overlays]
         overlays = visualize_files(vis_cfg, val_images,
                                    os.path.join(output_dir, "overlays"))["overlays"]
@@ -146,18 +152,6 @@ def real_config(root: str, splits: dict, output_dir: str, config_file: str = REA
                  "DATASETS.TEST", "('wgisd_val',)", "OUTPUT_DIR", output_dir, *(opts or [])]
     cfg = build_config(config_file, overrides)
     register_from_config(cfg)
-    return cfg
-
-
-def with_tiles(cfg, tile_size: int, weights: str | None = None):
-    """A copy of ``cfg`` with ``TEST.TILE_SIZE`` set; with ``weights``, set up for drawing."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.TEST.TILE_SIZE = tile_size
-    if weights is not None:
-        cfg.MODEL.WEIGHTS = weights
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.TEST.F1_SCORE_THRESH  # draw what F1 counts
-    cfg.freeze()
     return cfg
 
 

@@ -33,7 +33,7 @@ from ..core.fileio import atomic_open, read_json, write_json_atomic
 from ..core.tables import markdown_table
 from ..data.build import build_config
 from ..data.datasets import register_from_config
-from ..synthetic.export import generate_rgbd_scenes
+from ..synthetic.export import ensure_dataset, generate_rgbd_scenes
 from ..synthetic.rgbd import scene_config
 from .compare import ModelSpec, budget_opts, mean_std, run_one
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 RGBD_CONFIG = "configs/mask_rcnn_grapes_rgbd_cpu_demo.yaml"
 #: What the RGB-D demo config registers: ``make synth-rgbd`` writes it.
-DEFAULT_DATA = "datasets/grapes_rgbd"
+DEFAULT_DATA = layout.RGBD_ROOT
 VARIANTS = ("RGB", "RGB-D")
 #: Columns of the table: (key in a run's row, header, format).
 METRICS = (
@@ -85,20 +85,15 @@ def depth_statistics(coco_json: str | os.PathLike, image_root: str | os.PathLike
 
 def ensure_rgbd_scenes(root: str | os.PathLike, num_train: int, num_val: int,
                        frame: tuple[int, int] = (320, 240), seed: int = 0) -> None:
-    """Generate the scenes once (``tools/make_synthetic.py --rgbd-scenes``); a complete set
-    with these split sizes is reused, one of other sizes is a one-line error (not replaced:
-    it may be another experiment's)."""
+    """Generate the scenes once (``tools/make_synthetic.py --rgbd-scenes``); a set stamped
+    with these split sizes, frame and seed is reused, any other is a one-line error (not
+    replaced: it may be another experiment's) — synthetic.export.ensure_dataset."""
     sizes = {"train": num_train, "val": num_val}
-    if layout.has_coco_files(root):
-        found = {s: len(read_json(layout.coco_json(root, s)).get("images", [])) for s in sizes}
-        if found != sizes:
-            raise GrapeInputError(
-                f"{root}: holds RGB-D scenes with {found['train']} train / {found['val']} val "
-                f"images, not {num_train} / {num_val}; pass another --data folder")
-        logger.info("reusing RGB-D scenes in %s", root)
-        return
-    generate_rgbd_scenes(root, sizes, seed=seed,
-                         cfg=scene_config(width=frame[0], height=frame[1]), overwrite=True)
+    ensure_dataset(root, layout.dataset_stamp("rgbd", sizes, seed, frame),
+                   lambda: generate_rgbd_scenes(
+                       root, sizes, seed=seed,
+                       cfg=scene_config(width=frame[0], height=frame[1]), overwrite=True),
+                   other="refuse")
 
 
 def data_opts(root: str | os.PathLike) -> list[str]:

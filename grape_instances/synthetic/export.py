@@ -6,7 +6,7 @@ sample can render without touching files, and every file format, folder layout a
 write lives here, once. Four datasets:
 
 * :func:`generate_dataset`: RGB images with COCO, VIA 2 and labelme annotations, in the
-  layout of :mod:`.layout` (what Detectron2 registers as ``grapes_synth_*``);
+  layout of :mod:`grape_instances.core.paths` (what Detectron2 registers as ``grapes_synth_*``);
 * :func:`generate_rgbd_scenes`: multi-bunch RGB-D scenes (GrapesNet Dataset 3 style);
 * :func:`generate_dataset4`: the twin of GrapesNet Dataset 4 (one weighed bunch per image);
 * :func:`generate_vineyard_dataset`: photo-like vineyard rows to pretrain the real recipe.
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -66,12 +68,48 @@ def _check_splits(splits: dict[str, int], what: str) -> None:
 
 def _start(root: str | os.PathLike, splits: dict[str, int] | None, default: dict[str, int],
            what: str, overwrite: bool) -> tuple[Path, dict[str, int]]:
-    """The checked root and splits (``default`` when none are given) of a split dataset."""
+    """The checked root and splits (``default`` when none are given) of a split dataset; its
+    stamp is removed (a dataset being written is not ready)."""
     splits = dict(default) if splits is None else dict(splits)
     _check_splits(splits, what)
     root = Path(root)
     _check_root(root, overwrite)
+    layout.forget_stamp(root)
     return root, splits
+
+
+def ensure_dataset(root: str | os.PathLike, stamp: dict, generate: Callable[[], object],
+                   other: str = "refuse") -> float | None:
+    """The one "dataset is ready" rule of the drivers. ``root`` is reused when its stamp
+    records exactly ``stamp`` (core.paths.dataset_ready) and generated (``generate()``) when
+    it is empty or missing. When it holds anything else, ``other`` decides: ``"replace"``
+    generates it again with a warning (a driver's own folder, e.g. the demo's), ``"refuse"``
+    stops in one line naming both (it may be another experiment's), ``"use"`` takes a
+    finished dataset of the same kind as it is, saying what it holds (a comparison trains on
+    whatever synthetic set its configs name). Returns the seconds the generation took (the
+    stamp's; None for an unstamped dataset used as it is)."""
+    if other not in ("replace", "refuse", "use"):
+        raise ValueError(f"other must be replace, refuse or use, got {other!r}")
+    root = Path(root)
+    found = layout.read_stamp(root)
+    if layout.dataset_ready(root, stamp):
+        logger.info("reusing %s in %s", layout.describe_stamp(stamp), root)
+        return float(found["seconds"])
+    held = layout.describe_stamp(found) if found else "an unfinished or unstamped dataset"
+    if root.is_dir() and any(root.iterdir()):
+        if other == "use" and (found or {}).get("kind", stamp["kind"]) == stamp["kind"] and \
+                layout.has_coco_files(root, tuple(stamp["splits"])):
+            logger.info("using %s in %s as it is", held, root)
+            return float(found["seconds"]) if found else None
+        if other != "replace":
+            raise GrapeInputError(f"{root}: holds {held}, not {layout.describe_stamp(stamp)}; "
+                                  "pass another folder (or delete this one)")
+        logger.warning("%s: holds %s; generating %s instead", root, held,
+                       layout.describe_stamp(stamp))
+    generate()
+    if not layout.dataset_ready(root, stamp):  # the generator was asked for something else
+        raise RuntimeError(f"{root}: generated, but its stamp does not record {stamp}")
+    return float(layout.read_stamp(root)["seconds"])
 
 
 def _coco_builder(source: str, description: str) -> CocoBuilder:
@@ -127,10 +165,14 @@ def generate_dataset(root: str | os.PathLike, splits: dict[str, int] | None = No
     Returns ``{split: {"images": dir, "coco": json, "via": json, "labelme": dir}}``.
     """
     cfg = cfg or SynthConfig()
+    t0 = time.perf_counter()
     root, splits = _start(root, splits, {"train": 200, "val": 50}, "synthetic", overwrite)
     written = {}
     for split, count in splits.items():
         written[split] = _write_split(root, split, int(count), seed, cfg, overwrite)
+    layout.write_stamp(root, layout.dataset_stamp("synthetic", splits, seed,
+                                                  (cfg.width, cfg.height)),
+                       time.perf_counter() - t0)
     return written
 
 
@@ -225,6 +267,7 @@ def generate_rgbd_scenes(root: str | os.PathLike, splits: dict[str, int] | None 
     plus ``"camera"``.
     """
     cfg = cfg or scene_config()
+    t0 = time.perf_counter()
     root, splits = _start(root, splits, {"train": 200, "val": 50}, "synthetic RGB-D", overwrite)
     written: dict = {}
     for split, n in splits.items():
@@ -249,6 +292,8 @@ def generate_rgbd_scenes(root: str | os.PathLike, splits: dict[str, int] | None 
                           "bunches": len(builder.annotations)}
     write_json_atomic(root / "camera.json", cfg.camera.as_dict(), indent=2)
     written["camera"] = root / "camera.json"
+    layout.write_stamp(root, layout.dataset_stamp("rgbd", splits, seed, (cfg.width, cfg.height)),
+                       time.perf_counter() - t0)
     logger.info("synthetic RGB-D scenes: %s -> %s", splits, root)
     return written
 
@@ -268,8 +313,10 @@ def generate_dataset4(root: str | os.PathLike, count: int = 200, seed: int = 0,
         raise GrapeInputError("Dataset 4 twin: one bunch per image (min/max_bunches must be 1)")
     if int(count) < 1:
         raise GrapeInputError(f"Dataset 4 twin: image count must be >= 1, got {count}")
+    t0 = time.perf_counter()
     root = Path(root)
     _check_root(root, overwrite)
+    layout.forget_stamp(root)
     builder = _coco_builder("synthetic-rgbd", f"grape_instances synthetic twin of GrapesNet "
                             f"Dataset 4, seed {seed}, {cfg.width}x{cfg.height}")
     rows, varieties = [], Counter()
@@ -292,6 +339,9 @@ def generate_dataset4(root: str | os.PathLike, count: int = 200, seed: int = 0,
         f.write("image,weight_g\n")
         f.writelines(f"{name},{weight:.2f}\n" for name, weight in rows)
     write_json_atomic(root / "camera.json", cfg.camera.as_dict(), indent=2)
+    layout.write_stamp(root, layout.dataset_stamp("dataset4", {"images": int(count)}, seed,
+                                                  (cfg.width, cfg.height)),
+                       time.perf_counter() - t0)
     logger.info("synthetic Dataset 4 twin: %d images -> %s", count, root)
     weights = [w for _, w in rows]
     return {"root": root, "coco": root / "annotations" / "instances.json",
@@ -309,11 +359,13 @@ def generate_vineyard_dataset(root: str | os.PathLike, splits: dict[str, int] | 
                               overwrite: bool = False) -> dict:
     """Write photo-like vineyard rows (:mod:`.vineyard`) with COCO silhouette annotations.
 
-    The layout of :mod:`.layout` (``images/<split>/``, ``annotations/instances_<split>.json``)
-    without VIA or labelme copies: this set exists to pretrain on. Each split's image folder
-    is replaced whole. Returns ``{split: {"images": dir, "coco": json, "bunches": count}}``.
+    The layout of :mod:`grape_instances.core.paths` (``images/<split>/``,
+    ``annotations/instances_<split>.json``) without VIA or labelme copies: this set exists to
+    pretrain on. Each split's image folder is replaced whole. Returns
+    ``{split: {"images": dir, "coco": json, "bunches": count}}``.
     """
     cfg = cfg or VineyardConfig()
+    t0 = time.perf_counter()
     root, splits = _start(root, splits, {"train": 400, "val": 20}, "vineyard", overwrite)
     written = {}
     for split, count in splits.items():
@@ -335,6 +387,9 @@ def generate_vineyard_dataset(root: str | os.PathLike, splits: dict[str, int] | 
         written[split] = {"images": layout.images_dir(root, split),
                           "coco": layout.coco_json(root, split),
                           "bunches": len(builder.annotations)}
+    layout.write_stamp(root, layout.dataset_stamp("vineyard", splits, seed,
+                                                  (cfg.width, cfg.height)),
+                       time.perf_counter() - t0)
     logger.info("synthetic vineyard rows: %s -> %s", splits, root)
     return written
 
