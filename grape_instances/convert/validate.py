@@ -47,7 +47,7 @@ from ..core.images import (
     read_image_size,
     resolve_image_path,
 )
-from ..core.masks import counts_as_bytes
+from ..core.masks import counts_as_bytes, segmentation_to_rle
 from ..core.polygons import OUTSIDE_MARGIN, clip_polygon, far_outside
 from ..core.warning_counter import WarningCounter
 
@@ -269,7 +269,7 @@ def _segmentation_rle(segm: Any, h: int, w: int, where: str, report: ValidationR
             polys.append(arr.tolist())
         if not polys:  # every polygon lies outside: an empty mask, reported as such
             return mask_utils.encode(np.zeros((h, w), np.uint8, order="F"))
-        return mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+        return segmentation_to_rle(polys, h, w)
     if isinstance(segm, dict) and "counts" in segm and "size" in segm:
         size = segm["size"]
         if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
@@ -284,7 +284,7 @@ def _segmentation_rle(segm: Any, h: int, w: int, where: str, report: ValidationR
                               "x width)", where)
             return None
         if isinstance(counts, list):
-            return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+            return segmentation_to_rle({"size": [h, w], "counts": counts}, h, w)
         return {"size": [h, w], "counts": counts_as_bytes(counts)}
     report.errors.add("malformed segmentations (neither polygons nor RLE)", where)
     return None
