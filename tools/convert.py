@@ -226,9 +226,9 @@ def add_from_predictions_parser(subparsers) -> None:
         "--categories",
         dest="category_names",
         nargs="+",
-        default=["bunch"],
         metavar="NAME",
-        help="names of category ids 1, 2, ... without --coco (default: bunch)",
+        help="names of category ids 1, 2, ... without --coco (default: the model's class "
+        "names visualize.py lists beside its results, else bunch)",
     )
     p.add_argument(
         "--simplify",

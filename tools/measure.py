@@ -96,13 +96,15 @@ def main(argv=None) -> None:
     if args.coco:
         if not args.images or args.input:
             raise GrapeInputError("--coco needs --images DIR (and takes no --input)")
+        from grape_instances.core.warning_counter import WarningCounter
         from grape_instances.measure.sources import load_mask_file
 
+        warnings = WarningCounter()
         _, jobs = load_mask_file(args.coco, args.images, args.coco_images,
-                                 args.confidence_threshold)
+                                 args.confidence_threshold, warnings)
         summary = measure_jobs(jobs, args.out, source=args.coco,
                                inputs=[args.coco, *([args.coco_images] if args.coco_images
-                                                    else [])], **common)
+                                                    else [])], warnings=warnings, **common)
     else:
         if not args.input or args.images or args.coco_images:
             raise GrapeInputError("--config-file needs --input (--images and --coco-images "

@@ -1,0 +1,159 @@
+"""A researcher's own data, end to end (issue 19): only predicted images count, the data's
+own class names everywhere, no invented supercategory, one rule for images without
+annotations, symlinked photo folders, one polygon per bunch, and the README's own-data path
+run as written."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from grape_instances.convert.coco import mask_to_rle
+from grape_instances.convert.predictions import convert_predictions, predicted_images_file
+from tests.measure_helpers import ellipse_mask, read_csv
+
+SIZE = (96, 128)  # h, w
+
+
+def _photo(path: Path, masks: list[np.ndarray]) -> None:
+    rgb = np.full((*SIZE, 3), (40, 120, 60), np.uint8)
+    for m in masks:
+        rgb[m] = (90, 30, 120)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rgb)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """``photos/`` with three photos; the model was run on ``a`` and ``b`` only: ``a`` holds
+    two bunches (one a beet, category 1, one a weed, category 2), ``b`` none. ``c`` was
+    never predicted. Returns (root, results list, visualize's predicted-images list)."""
+    bunch1 = ellipse_mask(SIZE, (40, 40), 18, 12)
+    bunch2 = ellipse_mask(SIZE, (95, 60), 14, 20)
+    folder = tmp_path / "photos"
+    _photo(folder / "a.png", [bunch1, bunch2])
+    _photo(folder / "b.png", [])
+    _photo(folder / "c.png", [ellipse_mask(SIZE, (60, 50), 20, 20)])
+    results = [{"image_id": 1, "category_id": cat, "score": score, "file_name": "photos/a.png",
+                "segmentation": mask_to_rle(m), "bbox": [0, 0, 1, 1]}
+               for m, cat, score in ((bunch1, 1, 0.9), (bunch2, 2, 0.8))]
+    listed = {"images": [{"id": 1, "file_name": "photos/a.png", "height": SIZE[0],
+                          "width": SIZE[1]},
+                         {"id": 2, "file_name": "photos/b.png", "height": SIZE[0],
+                          "width": SIZE[1]}],
+              "categories": [{"id": 1, "name": "beet"}, {"id": 2, "name": "weed"}]}
+    return tmp_path, results, listed
+
+
+def _write_results(root: Path, results: list, listed: dict | None) -> Path:
+    path = root / "vis" / "coco_results.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results))
+    if listed is not None:
+        predicted_images_file(path).write_text(json.dumps(listed))
+    return path
+
+
+# ----------------------------------------------------------------- 1. predicted images only
+
+
+@pytest.mark.parametrize("with_list", [True, False])
+def test_from_predictions_writes_only_the_predicted_images(photos, monkeypatch, caplog,
+                                                           with_list):
+    root, results, listed = photos
+    monkeypatch.chdir(root)
+    res = _write_results(root, results, listed if with_list else None)
+    with caplog.at_level(logging.WARNING):
+        summary = convert_predictions(res, "photos", via_out="work/via.json",
+                                      labelme_out="work/labelme")
+    expected = ["a.png", "b.png"] if with_list else ["a.png"]
+    project = json.loads((root / "work" / "via.json").read_text())
+    assert sorted(r["filename"] for r in project["_via_img_metadata"].values()) == expected
+    assert sorted(p.name for p in (root / "work" / "labelme").iterdir()) == [
+        n.replace(".png", ".json") for n in expected]
+    left_out = 3 - len(expected)
+    assert summary["images"] == len(expected)
+    assert summary["warnings"] == {"images under --images that were not predicted "
+                                   "(left out)": left_out}
+    first = sorted({"a.png", "b.png", "c.png"} - set(expected))[0]
+    assert f"(first: {first})" in caplog.text  # the warning names an image it left out
+
+
+def _measure(argv):
+    import importlib.util
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("measure_tool", REPO / "tools" / "measure.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(argv)
+
+
+def test_measure_counts_only_predicted_images_with_their_class_names(photos):
+    """A results list measures the images it was made on (visualize's list: ``b`` as zero
+    bunches), not every photo under --images; categories are the model's names, and the
+    overlays draw an image without any bunch (it used to crash)."""
+    root, results, listed = photos
+    res = _write_results(root, results, listed)
+    _measure(["--coco", str(res), "--images", str(root / "photos"), "--out",
+              str(root / "t.csv"), "--overlays", str(root / "overlays")])
+    assert [(r["image"], r["bunches"]) for r in read_csv(root / "t_images.csv")] == [
+        ("a.png", "2"), ("b.png", "0")]
+    assert [r["category"] for r in read_csv(root / "t.csv")] == ["beet", "weed"]
+    folders = read_csv(root / "t_folders.csv")
+    assert [(f["images"], f["bunches_per_image"]) for f in folders] == [("2", "1")]
+    summary = json.loads((root / "t_images.json").read_text())
+    assert summary["warnings"] == {"images under --images that were not predicted "
+                                   "(left out)": 1}
+    assert sorted(p.name for p in (root / "overlays").iterdir()) == ["a.png", "b.png"]
+    # without the list: only the image a detection names
+    predicted_images_file(res).unlink()
+    _measure(["--coco", str(res), "--images", str(root / "photos"), "--out",
+              str(root / "u.csv")])
+    assert [r["image"] for r in read_csv(root / "u_images.csv")] == ["a.png"]
+
+
+def test_measure_names_categories_from_the_coco_images_file(photos):
+    root, results, _ = photos
+    res = _write_results(root, [{**r, "file_name": None} for r in results], None)
+    for r in json.loads(res.read_text()):
+        assert r["file_name"] is None
+    data = [{k: v for k, v in r.items() if k != "file_name"} for r in results]
+    res.write_text(json.dumps(data))
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": SIZE[0], "width": SIZE[1]}],
+            "annotations": [], "categories": [{"id": 1, "name": "beet"},
+                                              {"id": 2, "name": "weed"}]}
+    (root / "coco.json").write_text(json.dumps(coco))
+    _measure(["--coco", str(res), "--images", str(root / "photos"), "--coco-images",
+              str(root / "coco.json"), "--out", str(root / "t.csv")])
+    assert [r["category"] for r in read_csv(root / "t.csv")] == ["beet", "weed"]
+
+
+def test_overlay_of_an_image_without_bunches():
+    from grape_instances.inference.draw import masks_as_instances
+
+    inst = masks_as_instances([], [], SIZE)
+    assert len(inst) == 0 and tuple(inst.pred_masks.shape) == (0, *SIZE)
+
+
+# ----------------------------------------------------------------- 8. symlinked photos
+
+
+def test_symlinked_photo_folder_is_accepted(photos, monkeypatch):
+    root, results, listed = photos
+    monkeypatch.chdir(root)
+    (root / "photos_ln").mkdir()
+    for name in ("a.png", "b.png"):
+        (root / "photos_ln" / name).symlink_to(root / "photos" / name)
+    linked = [{**r, "file_name": "photos_ln/a.png"} for r in results]
+    res = _write_results(root, linked, None)
+    summary = convert_predictions(res, "photos_ln", via_out="work/via.json")
+    assert summary["images"] == 1
+    project = json.loads((root / "work" / "via.json").read_text())
+    assert [r["filename"] for r in project["_via_img_metadata"].values()] == ["a.png"]
