@@ -157,3 +157,29 @@ def test_symlinked_photo_folder_is_accepted(photos, monkeypatch):
     assert summary["images"] == 1
     project = json.loads((root / "work" / "via.json").read_text())
     assert [r["filename"] for r in project["_via_img_metadata"].values()] == ["a.png"]
+
+
+# ----------------------------------------------------------------- 3. the data's own names
+
+
+def test_count_is_logged_in_the_datasets_own_words(caplog):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from grape_instances.evaluation.count import CountEvaluator
+
+    DatasetCatalog.register("own_beets", lambda: [{"file_name": "a.jpg", "annotations": []}])
+    MetadataCatalog.get("own_beets").set(thing_classes=["beet", "weed"])
+    evaluator = CountEvaluator("own_beets", distributed=False)
+    evaluator.reset()
+    with caplog.at_level(logging.INFO, logger="grape_instances.evaluation.count"):
+        evaluator.evaluate()
+    assert "beet, weed count at score" in caplog.text and "bunch" not in caplog.text
+
+
+def test_measure_says_what_it_counted(photos, capsys):
+    root, results, listed = photos
+    res = _write_results(root, results, listed)
+    _measure(["--coco", str(res), "--images", str(root / "photos"), "--out",
+              str(root / "t.csv")])
+    out = capsys.readouterr().out
+    assert "2 instances (beet 1, weed 1) in 2 images" in out and "bunches" not in out

@@ -123,7 +123,11 @@ def main(argv=None) -> None:
                                source=args.config_file, **common)
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} image(s): see the warnings above")
-    print(f"{summary['bunches']} bunches in {summary['images']} images: "
+    counted = summary["categories"]
+    what = (f"{summary['bunches']} bunches" if set(counted) <= {"bunch"} else
+            f"{summary['bunches']} instances ("
+            + ", ".join(f"{name} {n}" for name, n in counted.items()) + ")")
+    print(f"{what} in {summary['images']} images: "
           f"{', '.join(summary['outputs'].values())}"
           + (f"; overlays in {summary['overlays']}" if summary["overlays"] else ""))
 

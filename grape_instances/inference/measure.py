@@ -211,7 +211,11 @@ def measure_jobs(
         "warnings": warnings.as_dict(), "skipped": skipped,
     }
     paths = write_tables(out_csv, bunch_rows, image_rows, summary, overwrite=overwrite)
+    categories: dict[str, int] = {}
+    for row in bunch_rows:
+        categories[row["category"]] = categories.get(row["category"], 0) + 1
     return {**summary, "images": len(image_rows), "bunches": len(bunch_rows),
+            "categories": categories,
             "outputs": {k: str(v) for k, v in paths.items()},
             "overlays": str(overlays) if overlays is not None else None}
 
