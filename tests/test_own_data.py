@@ -183,3 +183,82 @@ def test_measure_says_what_it_counted(photos, capsys):
               str(root / "t.csv")])
     out = capsys.readouterr().out
     assert "2 instances (beet 1, weed 1) in 2 images" in out and "bunches" not in out
+
+
+# ----------------------------------------------------------------- 2. classes in VIA / labelme
+
+def _shared() -> Path:
+    """``../shared`` beside the repository, or beside the main checkout when the tests run
+    in a git worktree (read-only: tests never write there)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    here = repo.parent / "shared"
+    if here.is_dir():
+        return here
+    common = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=repo,
+                            capture_output=True, text=True).stdout.strip()
+    return (repo / common).resolve().parent.parent / "shared" if common else here
+
+
+SHARED = _shared()
+PEER = SHARED / "peer-data"
+needs_peer = pytest.mark.skipif(not PEER.is_dir(), reason=f"{PEER} not available")
+
+
+def _beet_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A VIA 2 export of two images whose regions carry a class attribute ``beet`` (1 / 2),
+    as the sugar-beet study's project does, plus a per-region ``note``."""
+    images = tmp_path / "imgs"
+    records = {}
+    for i, name in enumerate(("p1.png", "p2.png")):
+        _photo(images / name, [])
+        regions = [{"shape_attributes": {"name": "rect", "x": 10 + 30 * k, "y": 10,
+                                         "width": 20, "height": 20},
+                    "region_attributes": {"beet": str(1 + (k + i) % 2), "note": f"r{i}{k}"}}
+                   for k in range(3)]
+        size = (images / name).stat().st_size
+        records[f"{name}{size}"] = {"filename": name, "size": size, "regions": regions,
+                                    "file_attributes": {}}
+    via = tmp_path / "beets.json"
+    via.write_text(json.dumps(records))
+    return via, images
+
+
+def test_via_class_attribute_is_announced_in_one_line(tmp_path, caplog):
+    from grape_instances.convert.via import convert_via
+
+    via, images = _beet_project(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="grape_instances.convert.via"):
+        convert_via(via, images, tmp_path / "one.json")
+    lines = [r.getMessage() for r in caplog.records if "look like a class" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert "'beet' (1, 2)" in lines[0] and "--label-attr beet" in lines[0]
+    assert "note" not in lines[0]  # one value per region: not a class
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="grape_instances.convert.via"):
+        convert_via(via, images, tmp_path / "two.json", label_attr="beet")
+    assert "look like a class" not in caplog.text
+    cats = json.loads((tmp_path / "two.json").read_text())["categories"]
+    assert [(c["name"], c["supercategory"]) for c in cats] == [("1", "1"), ("2", "2")]
+
+
+@needs_peer
+def test_peer_via_export_announces_its_name_attribute(tmp_path, caplog):
+    from grape_instances.convert.via import convert_via
+
+    with caplog.at_level(logging.WARNING, logger="grape_instances.convert.via"):
+        convert_via(PEER / "via" / "nsy0328" / "sample.json", PEER / "via" / "nsy0328",
+                    tmp_path / "out.json")
+    assert "'name' (PET bottles, Papers, Plastic)" in caplog.text
+    assert "--label-attr" in caplog.text
+
+
+@needs_peer
+def test_labelme_classes_get_no_invented_supercategory(tmp_path):
+    from grape_instances.convert.labelme import convert_labelme
+
+    convert_labelme([PEER / "labelme_voc" / "data_annotated"], tmp_path / "voc.json")
+    cats = json.loads((tmp_path / "voc.json").read_text())["categories"]
+    assert cats and all(c["supercategory"] == c["name"] for c in cats)
+    assert "grape" not in {c["supercategory"] for c in cats}
