@@ -84,15 +84,21 @@ def test_from_predictions_writes_only_the_predicted_images(photos, monkeypatch, 
     assert f"(first: {first})" in caplog.text  # the warning names an image it left out
 
 
-def _measure(argv):
+def _tool(name: str):
+    """``tools/<name>.py`` as a module (tools/ is not a package)."""
     import importlib.util
 
     from tests.helpers import REPO
 
-    spec = importlib.util.spec_from_file_location("measure_tool", REPO / "tools" / "measure.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_tool_own_data",
+                                                  REPO / "tools" / f"{name}.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    tool.main(argv)
+    return tool
+
+
+def _measure(argv):
+    _tool("measure").main(argv)
 
 
 def test_measure_counts_only_predicted_images_with_their_class_names(photos):
@@ -262,3 +268,55 @@ def test_labelme_classes_get_no_invented_supercategory(tmp_path):
     cats = json.loads((tmp_path / "voc.json").read_text())["categories"]
     assert cats and all(c["supercategory"] == c["name"] for c in cats)
     assert "grape" not in {c["supercategory"] for c in cats}
+
+
+# ----------------------------------------------------------------- 7. the round trip's rules
+
+
+@pytest.mark.parametrize("keep_empty", [False, True])
+def test_round_trip_one_rule_for_empty_images_and_one_root(photos, monkeypatch, caplog,
+                                                           keep_empty):
+    """from-predictions -> VIA and labelme -> COCO: both keep the same images under the same
+    file names (labelme with ``--root photos``, the images' folder, as VIA's ``--images``);
+    a photo without any region is left out by both, naming --keep-empty, or kept by both."""
+    from grape_instances.convert.labelme import convert_labelme
+    from grape_instances.convert.via import convert_via
+    build_parser = _tool("convert").build_parser
+
+    root, results, listed = photos
+    monkeypatch.chdir(root)
+    res = _write_results(root, results, listed)
+    convert_predictions(res, "photos", via_out="work/via.json", labelme_out="work/labelme")
+    with caplog.at_level(logging.WARNING):
+        convert_via("work/via.json", "photos", "work/from_via.json", label_attr="name",
+                    group_attr="instance", keep_empty=keep_empty)
+        convert_labelme(["work/labelme"], "work/from_labelme.json", root="photos",
+                        keep_empty=keep_empty)
+    names = {}
+    for out in ("from_via.json", "from_labelme.json"):
+        coco = json.loads((root / "work" / out).read_text())
+        names[out] = sorted(i["file_name"] for i in coco["images"])
+        assert [c["name"] for c in coco["categories"]] == ["beet", "weed"]
+        assert len(coco["annotations"]) == 2
+    expected = ["a.png", "b.png"] if keep_empty else ["a.png"]
+    assert names == {"from_via.json": expected, "from_labelme.json": expected}
+    assert (caplog.text.count("--keep-empty keeps them") == 0) == keep_empty
+    if not keep_empty:
+        assert caplog.text.count("--keep-empty keeps them") == 2  # one line per format
+    for sub in ("via", "labelme"):  # the flag the warning names exists
+        args = build_parser().parse_args([sub, "--keep-empty", "--out", "x.json",
+                                          *(["--via", "v", "--images", "i"] if sub == "via"
+                                            else ["--input", "d"])])
+        assert args.keep_empty is True
+
+
+def test_labelme_without_root_says_which_flag(photos, monkeypatch):
+    from grape_instances.convert.labelme import convert_labelme
+    from grape_instances.errors import GrapeInputError
+
+    root, results, listed = photos
+    monkeypatch.chdir(root)
+    res = _write_results(root, results, listed)
+    convert_predictions(res, "photos", labelme_out="work/labelme")
+    with pytest.raises(GrapeInputError, match="resolves outside .* pass --root DIR"):
+        convert_labelme(["work/labelme"], "work/x.json")

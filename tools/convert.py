@@ -61,6 +61,18 @@ def add_strict_images_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_keep_empty_arg(parser: argparse.ArgumentParser) -> None:
+    """``--keep-empty``: the one rule of the VIA and labelme converters for images without
+    any region or shape."""
+    parser.add_argument(
+        "--keep-empty",
+        action="store_true",
+        help="keep images without any region / shape as images with nothing to find (only "
+        "for reviewed photos: an unreviewed one would teach the model it holds nothing); "
+        "by default they are left out with a counted warning",
+    )
+
+
 def add_via_parser(subparsers) -> None:
     p = subparsers.add_parser("via", help="VIA 1.x / 2.x / 3.x project or export -> COCO")
     p.add_argument(
@@ -87,6 +99,7 @@ def add_via_parser(subparsers) -> None:
     p.add_argument(
         "--polygons", dest="keep_polygons", action="store_true", help="keep polygons instead of RLE"
     )
+    add_keep_empty_arg(p)
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
@@ -106,8 +119,9 @@ def add_labelme_parser(subparsers) -> None:
     p.add_argument("--out", dest="out_path", metavar="OUT", required=True, help="output COCO JSON")
     p.add_argument(
         "--root",
-        help="dataset folder: image paths may point anywhere inside it (e.g. ../images/x.jpg) "
-        "and file names in the output are relative to it (default: the input folder)",
+        help="folder holding the images: image paths may point anywhere inside it (e.g. "
+        "../images/x.jpg) and file names in the output are relative to it, so it is the "
+        "image root to train with (default: the input folder)",
     )
     p.add_argument(
         "--labels",
@@ -118,6 +132,7 @@ def add_labelme_parser(subparsers) -> None:
     p.add_argument(
         "--polygons", dest="keep_polygons", action="store_true", help="keep polygons instead of RLE"
     )
+    add_keep_empty_arg(p)
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
