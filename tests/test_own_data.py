@@ -320,3 +320,32 @@ def test_labelme_without_root_says_which_flag(photos, monkeypatch):
     convert_predictions(res, "photos", labelme_out="work/labelme")
     with pytest.raises(GrapeInputError, match="resolves outside .* pass --root DIR"):
         convert_labelme(["work/labelme"], "work/x.json")
+
+
+# ----------------------------------------------------------------- 9. one polygon per bunch
+
+
+def test_a_bunch_with_slivers_comes_back_as_one_polygon(tmp_path, monkeypatch):
+    """A predicted bunch with specks and a fringe beside it is one polygon to correct; a
+    bunch split by a leaf into two large pieces is two polygons of one instance."""
+    body = ellipse_mask(SIZE, (40, 48), 22, 30)
+    with_slivers = body.copy()
+    with_slivers[10:13, 70:73] = True  # a speck
+    with_slivers[80:82, 20:40] = True  # a thin fringe below the bunch
+    with_slivers[5:7, 5:9] = True
+    split = ellipse_mask(SIZE, (95, 48), 20, 30)
+    split[44:50, :] = False  # a leaf across the bunch
+    folder = tmp_path / "photos"
+    _photo(folder / "a.png", [with_slivers, split])
+    results = [{"image_id": 1, "category_id": 1, "score": s, "file_name": "photos/a.png",
+                "segmentation": mask_to_rle(m)} for m, s in ((with_slivers, 0.9),
+                                                              (split, 0.8))]
+    monkeypatch.chdir(tmp_path)
+    res = _write_results(tmp_path, results, None)
+    convert_predictions(res, "photos", via_out="via.json", labelme_out="lm")
+    regions = next(iter(json.loads(Path("via.json").read_text())["_via_img_metadata"]
+                        .values()))["regions"]
+    assert [r["region_attributes"]["instance"] for r in regions] == ["1", "2", "2"]
+    shapes = json.loads(Path("lm/a.json").read_text())["shapes"]
+    assert [s["group_id"] for s in shapes] == [1, 2, 2]
+    assert min(len(s["points"]) for s in shapes) > 7
