@@ -30,7 +30,8 @@ predicted, with or without a detection, and the model's class names). Any other 
 ``images_dir`` is left out, named in a counted warning.
 
 A bunch's slivers (its smallest pieces, together under ``SLIVER_FRACTION`` of its area) are
-dropped, so that it comes back as one polygon; a bunch split by a leaf into larger pieces
+dropped with the simplification (not with ``simplify=0``), so that it comes back as one
+polygon; a bunch split by a leaf into larger pieces
 gets one polygon per piece, all of one instance. Polygons are simplified by default
 (``approxPolyDP``, epsilon a fraction of each bunch's size, ``sqrt(mask area)``): an exact
 outline of a 2048 px photo's bunch has 500-1,300 vertices to drag, while 1 % of the bunch
@@ -329,7 +330,8 @@ def convert_predictions(
             label = cat_names.get(det["category_id"], str(det["category_id"]))
             mask = rle_to_mask(rle)
             tolerance = simplify * float(np.sqrt(mask.sum()))
-            mask = drop_slivers(mask)
+            if simplify > 0:  # part of the simplification: 0 keeps exact outlines
+                mask = drop_slivers(mask)
             via_polys = mask_to_polygons(mask, "edges", tolerance, MIN_COMPONENT_AREA)
             n_dets += bool(via_polys)
             n_regions += len(via_polys)
