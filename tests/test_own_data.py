@@ -349,3 +349,100 @@ def test_a_bunch_with_slivers_comes_back_as_one_polygon(tmp_path, monkeypatch):
     shapes = json.loads(Path("lm/a.json").read_text())["shapes"]
     assert [s["group_id"] for s in shapes] == [1, 2, 2]
     assert min(len(s["points"]) for s in shapes) > 7
+
+
+# ----------------------------------------------------------------- 10. what a newcomer meets
+
+
+def test_make_help_lists_every_target_in_one_line_each():
+    import re
+    import subprocess
+
+    from tests.helpers import REPO
+
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    phony = re.search(r"^\.PHONY:(.*?)(?<!\\)$", (REPO / "Makefile").read_text(),
+                      re.M | re.S).group(1).replace("\\", " ").split()
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert sorted(listed) == sorted(phony)
+    assert len(out.splitlines()) <= 25  # one screen
+
+
+@pytest.mark.parametrize("tool", ["visualize.py", "train_net.py", "measure.py", "convert.py"])
+def test_help_is_fast_and_quiet(tool):
+    """--help imports neither torch nor Detectron2 (it took 5-8 s), prints no torch.jit
+    warning, and convert.py's shows no developer notes."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    code = ("import runpy, sys; sys.argv = [sys.argv[1], '--help']\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'detectron2' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO / "tools" / tool)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "False False"
+    assert "usage:" in proc.stdout and "Warning" not in proc.stderr
+    assert ":func:" not in proc.stdout and "dispatch" not in proc.stdout
+
+
+def test_the_known_torch_jit_warning_is_silenced():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "default", "-c",
+                           "import grape_instances.engine"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch.jit.script" not in proc.stderr
+
+
+def test_validate_says_what_training_does_with_empty_images(tmp_path):
+    import yaml
+
+    from grape_instances.convert.validate import EMPTY_IMAGES, validate_coco_file
+    from tests.helpers import REPO
+
+    _photo(tmp_path / "a.png", [])
+    (tmp_path / "c.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "height": SIZE[0], "width": SIZE[1]}],
+        "annotations": [], "categories": [{"id": 1, "name": "bunch"}]}))
+    report = validate_coco_file(tmp_path / "c.json", tmp_path)
+    assert report.warnings[EMPTY_IMAGES] == 1
+    assert "drops them in training" not in EMPTY_IMAGES  # the GPU config keeps them
+    gpu = yaml.safe_load((REPO / "configs" / "mask_rcnn_grapes.yaml").read_text())
+    cpu = yaml.safe_load((REPO / "configs" / "mask_rcnn_grapes_cpu_demo.yaml").read_text())
+    assert gpu["DATALOADER"]["FILTER_EMPTY_ANNOTATIONS"] is False
+    assert cpu["DATALOADER"]["FILTER_EMPTY_ANNOTATIONS"] is True
+    assert "False, as configs/mask_rcnn_grapes.yaml" in EMPTY_IMAGES
+
+
+def test_readme_folders_are_git_ignored():
+    import subprocess
+
+    from tests.helpers import REPO
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("data/all.json", "work/labelme/a.json", "work/via_project.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+
+
+def test_eval_only_logs_the_config_to_a_file_not_the_terminal(trained_model, tiny_synth,
+                                                               tmp_path):
+    from tests.helpers import DEMO_CONFIG, run_tool, tiny_training_opts
+
+    out = tmp_path / "eval"
+    proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
+                    *tiny_training_opts(tiny_synth, out), "MODEL.WEIGHTS", str(trained_model))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Running with full config" not in log and "Environment info" not in log
+    assert "\x1b[" not in log  # no colour codes
+    assert len(log.splitlines()) < 300, len(log.splitlines())
+    assert "MODEL:" in (out / "config.yaml").read_text()
+    assert "PyTorch" in (out / "environment.txt").read_text()

@@ -2,22 +2,23 @@
 """Convert annotations (VIA, labelme, edge detection, GrapesNet, WGISD) into COCO JSON.
 
     python tools/convert.py via --via project.json --images DIR --out train.json
-    python tools/convert.py labelme --input DIR --out train.json [--root DATASET]
+    python tools/convert.py labelme --input DIR --out train.json [--root IMAGES]
     python tools/convert.py split --json all.json --out-dir DIR --val 0.2 --seed 0
     python tools/convert.py merge a.json b.json --out all.json [--label-map map.txt]
     python tools/convert.py validate --json train.json --images DIR [--deep]
     python tools/convert.py edges --images DIR --out edges.json [--via-out project.json]
     python tools/convert.py grapesnet --root GrapesNet --out-dir DIR [--annotations DIR]
     python tools/convert.py wgisd --root wgisd --out-dir DIR [--boxes-json]
-    python tools/convert.py from-predictions --predictions VIS/coco_results.json \
+    python tools/convert.py from-predictions --predictions VIS/coco_results.json
         --images DIR --via-out project.json [--labelme-out DIR] [--coco val.json]
 
-Every subcommand is one ``add_<name>_parser(subparsers)`` function that declares its flags,
-each flag's ``dest`` being the name of a parameter of the package function the subcommand
-names as its ``target`` (``grape_instances.convert``); :func:`dispatch` calls it with them.
-Nothing else lives here. Outputs are written atomically and refused if they exist, unless
-``--overwrite``.
+Outputs are written whole or not at all, and refused if they exist, unless --overwrite.
 """
+
+# How this file is built (for developers; not part of --help): every subcommand is one
+# add_<name>_parser(subparsers) function that declares its flags, each flag's dest being the
+# name of a parameter of the package function the subcommand names as its target
+# (grape_instances.convert); dispatch() calls it with them. Nothing else lives here.
 
 from __future__ import annotations
 

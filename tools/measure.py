@@ -21,13 +21,18 @@ the file_name that tools/visualize.py writes, or by image_id = file stem (see
 grape_instances/measure/sources.py). --overlays draws each bunch with its table id.
 """
 
-import argparse
+from __future__ import annotations
 
-from detectron2.utils.logger import setup_logger
+import argparse
+from typing import TYPE_CHECKING
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
-from grape_instances.inference.measure import measure_jobs
-from grape_instances.measure.depth import Camera
+
+if TYPE_CHECKING:
+    from grape_instances.measure.depth import Camera
+
+# torch, Detectron2 and the measuring code are imported in main(), after the arguments are
+# parsed: --help and a wrong flag answer at once.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def camera_from_args(args: argparse.Namespace) -> Camera | None:
+    from grape_instances.measure.depth import Camera
+
     given = [n for n, v in (("--fx/--fy", args.fx if args.fx is not None else args.fy),
                             ("--fov-deg", args.fov_deg), ("--camera", args.camera))
              if v is not None]
@@ -84,6 +91,10 @@ def camera_from_args(args: argparse.Namespace) -> Camera | None:
 @exit_on_user_error
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
+    from grape_instances.inference.measure import measure_jobs
+
     setup_logger(name="grape_instances")
     camera = camera_from_args(args)
     weight_model = None
