@@ -446,3 +446,94 @@ def test_eval_only_logs_the_config_to_a_file_not_the_terminal(trained_model, tin
     assert len(log.splitlines()) < 300, len(log.splitlines())
     assert "MODEL:" in (out / "config.yaml").read_text()
     assert "PyTorch" in (out / "environment.txt").read_text()
+
+
+# ----------------------------------------------------------------- 5-7. the README, as written
+
+
+def _readme_commands(tag: str) -> list[list[str]]:
+    """The commands of the README's bash block marked ``<!-- test: tag -->`` (continuation
+    lines joined, comments dropped), each split as the shell would."""
+    import shlex
+
+    from tests.helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("```bash\n", text.index(f"<!-- test: {tag} -->")) + len("```bash\n")
+    body = text[start:text.index("```", start)].replace("\\\n", " ")
+    return [shlex.split(line) for line in body.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+# What the test adds to the README's training command: a few small iterations, no workers.
+TINY = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.WARMUP_ITERS", "1",
+        "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000", "DATALOADER.NUM_WORKERS", "0",
+        "INPUT.SCALE_CROP.TARGET_SIZE", "(320, 320)", "INPUT.SCALE_CROP.CROP_SIZE", "(192, 192)",
+        "INPUT.MIN_SIZE_TEST", "320", "INPUT.MAX_SIZE_TEST", "320",
+        "TEST.DETECTIONS_PER_IMAGE", "5"]
+
+
+def _run_readme(commands: list[list[str]], cwd: Path, extra=lambda cmd: cmd) -> None:
+    import subprocess
+    import sys
+
+    for cmd in commands:
+        assert cmd[0] == "python" and cmd[1].startswith("tools/"), cmd
+        argv = extra([sys.executable, *cmd[1:]])
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (cmd, proc.stderr[-3000:])
+
+
+@needs_peer
+def test_readme_own_data_path_runs_as_written(tmp_path):
+    """The README's own-data block, then its correction loop, command by command from the
+    repository's folder layout (tools/, configs/), on VIA's unit-test project and photos."""
+    import shutil
+
+    from tests.helpers import REPO
+
+    peer = PEER / "via" / "via1_unit_test"
+    for name in ("tools", "configs"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / "photos").mkdir()
+    for photo in peer.glob("*.jpg"):
+        shutil.copy(photo, tmp_path / "photos" / photo.name)
+    shutil.copy(peer / "unit_test_annotation2.json", tmp_path / "my_project.json")
+
+    own = _readme_commands("own-data")
+    _run_readme(own, tmp_path, lambda argv: argv + TINY if argv[-1] == "output/mine" else argv)
+    data = tmp_path / "data"
+    train = json.loads((data / "all_train.json").read_text())
+    val = json.loads((data / "all_val.json").read_text())
+    assert train["images"] and val["images"]
+    assert (tmp_path / "output" / "mine" / "model_final.pth").is_file()
+    assert (tmp_path / "output" / "mine_eval" / "inference").is_dir()
+    assert json.loads((tmp_path / "output" / "vis" / "coco_results_images.json").read_text())[
+        "images"]
+    cpu_config = own[2][own[2].index("--config-file") + 1]
+    assert cpu_config == "configs/mask_rcnn_grapes_cpu_real.yaml"
+
+    # the GPU block is the same command with the GPU config, which asks for CUDA
+    (gpu,) = _readme_commands("own-data-gpu")
+    assert gpu[gpu.index("--config-file") + 1] == "configs/mask_rcnn_grapes.yaml"
+    assert [a for a in gpu if a != "configs/mask_rcnn_grapes.yaml"] == [
+        a for a in own[2] if a != cpu_config]
+    assert 'DEVICE: "cuda"' in (REPO / "configs" / "mask_rcnn_grapes.yaml").read_text()
+
+    def low_threshold(argv):  # the 2-iteration model's detections score low: keep them all
+        if argv[1] == "tools/visualize.py":
+            at = argv.index("--opts")
+            return argv[:at] + ["--confidence-threshold", "0.05"] + argv[at:]
+        if "from-predictions" in argv:
+            return argv + ["--score-threshold", "0.05"]
+        return argv
+
+    _run_readme(_readme_commands("correct-predictions"), tmp_path, low_threshold)
+    work = tmp_path / "work"
+    via_back = json.loads((work / "train.json").read_text())
+    labelme_back = json.loads((work / "train_labelme.json").read_text())
+    assert via_back["images"], "no image came back"
+    assert sorted(i["file_name"] for i in via_back["images"]) == sorted(
+        i["file_name"] for i in labelme_back["images"])
+    # (the two tools' pixel conventions may disagree on a speck of a 2-iteration model's mask)
+    assert abs(len(via_back["annotations"]) - len(labelme_back["annotations"])) <= 1
