@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from grape_instances.convert.coco import mask_to_rle
 from grape_instances.convert.predictions import convert_predictions, predicted_images_file
+from grape_instances.core.masks import mask_to_rle
+from tests.helpers import PEER_DATA as PEER
 from tests.measure_helpers import ellipse_mask, read_csv
 
 SIZE = (96, 128)  # h, w
@@ -193,23 +194,7 @@ def test_measure_says_what_it_counted(photos, capsys):
 
 # ----------------------------------------------------------------- 2. classes in VIA / labelme
 
-def _shared() -> Path:
-    """``../shared`` beside the repository, or beside the main checkout when the tests run
-    in a git worktree (read-only: tests never write there)."""
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
-    here = repo.parent / "shared"
-    if here.is_dir():
-        return here
-    common = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=repo,
-                            capture_output=True, text=True).stdout.strip()
-    return (repo / common).resolve().parent.parent / "shared" if common else here
-
-
-SHARED = _shared()
-PEER = SHARED / "peer-data"
-needs_peer = pytest.mark.skipif(not PEER.is_dir(), reason=f"{PEER} not available")
+needs_peer = pytest.mark.shared("peer-data")
 
 
 def _beet_project(tmp_path: Path) -> tuple[Path, Path]:
@@ -312,7 +297,7 @@ def test_round_trip_one_rule_for_empty_images_and_one_root(photos, monkeypatch, 
 
 def test_labelme_without_root_says_which_flag(photos, monkeypatch):
     from grape_instances.convert.labelme import convert_labelme
-    from grape_instances.errors import GrapeInputError
+    from grape_instances.core.errors import GrapeInputError
 
     root, results, listed = photos
     monkeypatch.chdir(root)
@@ -432,6 +417,7 @@ def test_readme_folders_are_git_ignored():
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
 
 
+@pytest.mark.slow
 def test_eval_only_logs_the_config_to_a_file_not_the_terminal(trained_model, tiny_synth,
                                                                tmp_path):
     from tests.helpers import DEMO_CONFIG, run_tool, tiny_training_opts
@@ -485,6 +471,7 @@ def _run_readme(commands: list[list[str]], cwd: Path, extra=lambda cmd: cmd) -> 
 
 
 @needs_peer
+@pytest.mark.slow
 def test_readme_own_data_path_runs_as_written(tmp_path):
     """The README's own-data block, then its correction loop, command by command from the
     repository's folder layout (tools/, configs/), on VIA's unit-test project and photos."""
