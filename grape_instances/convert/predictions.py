@@ -241,6 +241,18 @@ def drop_slivers(mask: np.ndarray, fraction: float = SLIVER_FRACTION) -> np.ndar
     return np.isin(labels, order[~dropped] + 1)
 
 
+def detection_polygons(mask: np.ndarray, convention: str, simplify: float = DEFAULT_SIMPLIFY
+                       ) -> list[np.ndarray]:
+    """The polygons from-predictions writes for one predicted mask, in a tool's pixel
+    convention (:func:`~grape_instances.core.polygons.mask_to_polygons`): simplified at
+    ``simplify`` x the bunch size, slivers dropped with it (``simplify`` 0: exact outlines,
+    every piece), specks under ``MIN_COMPONENT_AREA`` pixels left out."""
+    tolerance = simplify * float(np.sqrt(mask.sum()))
+    if simplify > 0:
+        mask = drop_slivers(mask)
+    return mask_to_polygons(mask, convention, tolerance, MIN_COMPONENT_AREA)
+
+
 def _warn_not_predicted(images: dict[Any, str], images_dir: Path,
                         warnings: WarningCounter) -> None:
     """Name, in one counted warning, the photos of ``images_dir`` left out as unpredicted."""
@@ -329,10 +341,7 @@ def convert_predictions(
                 )
             label = cat_names.get(det["category_id"], str(det["category_id"]))
             mask = rle_to_mask(rle)
-            tolerance = simplify * float(np.sqrt(mask.sum()))
-            if simplify > 0:  # part of the simplification: 0 keeps exact outlines
-                mask = drop_slivers(mask)
-            via_polys = mask_to_polygons(mask, "edges", tolerance, MIN_COMPONENT_AREA)
+            via_polys = detection_polygons(mask, "edges", simplify)
             n_dets += bool(via_polys)
             n_regions += len(via_polys)
             attributes = {"name": label, "instance": str(instance),
@@ -340,8 +349,7 @@ def convert_predictions(
             regions += [via2_polygon_region(poly, attributes) for poly in via_polys]
             if labelme_out is not None:
                 shapes += [labelme_shape(label, poly, instance, f"score {det['score']:.3f}")
-                           for poly in mask_to_polygons(mask, "centres", tolerance,
-                                                        MIN_COMPONENT_AREA)]
+                           for poly in detection_polygons(mask, "centres", simplify)]
         via_key, record = via2_image(Path(name).as_posix(), path.stat().st_size, regions)
         via_images[via_key] = record
         if labelme_out is not None:
