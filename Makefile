@@ -12,9 +12,39 @@ DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
 .PHONY: install test test-fast demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
-        auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh
+        auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh help
 
 install: $(STAMP)
+
+# One line per target (tests/test_own_data.py checks that every target is listed).
+define HELP_TEXT
+Targets (each installs what it needs first; variables in CAPITALS):
+  install            .venv with torch, Detectron2 and the package (idempotent)
+  test               the test suite (what CI runs)
+  test-fast          the tests not marked slow (no training, no driver run)
+  lint               ruff over the package, tools and tests
+  demo               synthesize, train Mask R-CNN on CPU, evaluate, draw (~7 min)
+  real               the CPU recipe on the shared WGISD photos (~45 min)
+  pretrain-ablation  synthetic vineyard rows first vs random weights, same CPU time
+  weigh              sizes and weights from masks and depth on the Dataset-4 twin
+  bench              speed and memory of models and converters -> bench/benchmark.json
+  compare            Mask R-CNN and the four semantic baselines on one split
+  synth              render the synthetic dataset (SYNTH_DIR)
+  synth-rgbd         render the RGB-D scenes (RGBD_DIR)
+  rgbd-ablation      Mask R-CNN with and without the depth channel
+  convert-via        VIA -> COCO + validate (VIA= IMAGES= OUT=; none: synthetic data)
+  convert-labelme    labelme -> COCO + validate (INPUT= ROOT= OUT=)
+  auto-annotate      edge-detect one-bunch images -> COCO + VIA (IMAGES= BACKGROUND=)
+  convert-grapesnet  GrapesNet folders -> COCO (ROOT= OUT_DIR=)
+  convert-wgisd      WGISD -> COCO (ROOT= OUT_DIR=)
+  clean              remove output/ and bench/
+  clean-synth        remove the synthetic dataset
+  help               this list
+endef
+export HELP_TEXT
+
+help:
+	@echo "$$HELP_TEXT"
 
 $(STAMP): requirements.txt requirements.lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -8,3 +8,10 @@ atomic outputs, config, images, polygons, masks / RLE, depth, tables, paths); ``
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# torch 2.14 deprecates torch.jit.script, which Detectron2 and torchvision call at import
+# time: the warning is about their code, not the user's, and came twice per tool run.
+_warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                         category=FutureWarning)

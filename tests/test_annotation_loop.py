@@ -6,11 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 from pycocotools import mask as mask_utils
 
-from grape_instances.convert.predictions import DEFAULT_SIMPLIFY
-from grape_instances.core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from grape_instances.convert.predictions import detection_polygons
 from tests.helpers import DEMO_CONFIG, run_tool
 
 
@@ -63,9 +61,8 @@ def test_visualize_to_training_json(trained_model, tiny_synth, tmp_path):
     # The 4-iteration model's masks may be empty or only specks (components under
     # MIN_COMPONENT_AREA pixels each): those give no polygon in that tool's pixel convention,
     # so no instance; every other prediction gives exactly one.
-    def drawn(convention: str) -> int:
-        return sum(bool(mask_to_polygons(m, convention, DEFAULT_SIMPLIFY * np.sqrt(m.sum()),
-                                         MIN_COMPONENT_AREA))
+    def drawn(convention: str) -> int:  # from-predictions' own rule (slivers dropped too)
+        return sum(bool(detection_polygons(m, convention))
                    for m in (mask_utils.decode(p["segmentation"]) for p in predictions))
 
     back = round_trip(vis, photos, tmp_path)

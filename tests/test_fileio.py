@@ -360,7 +360,13 @@ def test_visualize_skips_bad_images_and_fails_only_when_none_is_drawn(random_wei
     main = _visualize_main()
     main(["--config-file", DEMO_CONFIG, "--input", str(photos), "--output",
           str(tmp_path / "vis"), *opts])
-    assert listing(tmp_path / "vis") == ["coco_results.json", "good.png"]
+    assert listing(tmp_path / "vis") == ["coco_results.json", "coco_results_images.json",
+                                         "good.png"]
+    # the images predicted (with or without a detection) and the class names, for
+    # from-predictions and measure: the unreadable ones were not predicted
+    listed = json.loads((tmp_path / "vis" / "coco_results_images.json").read_text())
+    assert [i["file_name"] for i in listed["images"]] == [str(photos / "good.jpg")]
+    assert [c["name"] for c in listed["categories"]] == ["bunch"]
     assert "skipped 2 unreadable image(s)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["--config-file", DEMO_CONFIG, "--input", str(photos / "broken.jpg"),

@@ -171,6 +171,9 @@ def test_visualize_results_need_no_coco(tmp_path):
     (vis / "coco_results.json").write_text(json.dumps(
         [dict(det, file_name="elsewhere/photos/b.jpg"), dict(det, file_name=str(images / "b.jpg"),
                                                               category_id=2, score=0.7)]))
+    # visualize lists every image it predicted, a.png (no detection) too
+    (vis / "coco_results_images.json").write_text(json.dumps({"images": [
+        {"id": 1, "file_name": "elsewhere/photos/b.jpg"}, {"id": 2, "file_name": "photos/a.png"}]}))
     summary = convert_predictions(vis, images, via_out=tmp_path / "p.json",  # the folder will do
                                   labelme_out=tmp_path / "lm", category_names=["bunch", "leaf"])
     assert summary["images"] == 2 and summary["instances"] == 2

@@ -2,22 +2,23 @@
 """Convert annotations (VIA, labelme, edge detection, GrapesNet, WGISD) into COCO JSON.
 
     python tools/convert.py via --via project.json --images DIR --out train.json
-    python tools/convert.py labelme --input DIR --out train.json [--root DATASET]
+    python tools/convert.py labelme --input DIR --out train.json [--root IMAGES]
     python tools/convert.py split --json all.json --out-dir DIR --val 0.2 --seed 0
     python tools/convert.py merge a.json b.json --out all.json [--label-map map.txt]
     python tools/convert.py validate --json train.json --images DIR [--deep]
     python tools/convert.py edges --images DIR --out edges.json [--via-out project.json]
     python tools/convert.py grapesnet --root GrapesNet --out-dir DIR [--annotations DIR]
     python tools/convert.py wgisd --root wgisd --out-dir DIR [--boxes-json]
-    python tools/convert.py from-predictions --predictions VIS/coco_results.json \
+    python tools/convert.py from-predictions --predictions VIS/coco_results.json
         --images DIR --via-out project.json [--labelme-out DIR] [--coco val.json]
 
-Every subcommand is one ``add_<name>_parser(subparsers)`` function that declares its flags,
-each flag's ``dest`` being the name of a parameter of the package function the subcommand
-names as its ``target`` (``grape_instances.convert``); :func:`dispatch` calls it with them.
-Nothing else lives here. Outputs are written atomically and refused if they exist, unless
-``--overwrite``.
+Outputs are written whole or not at all, and refused if they exist, unless --overwrite.
 """
+
+# How this file is built (for developers; not part of --help): every subcommand is one
+# add_<name>_parser(subparsers) function that declares its flags, each flag's dest being the
+# name of a parameter of the package function the subcommand names as its target
+# (grape_instances.convert); dispatch() calls it with them. Nothing else lives here.
 
 from __future__ import annotations
 
@@ -61,6 +62,18 @@ def add_strict_images_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_keep_empty_arg(parser: argparse.ArgumentParser) -> None:
+    """``--keep-empty``: the one rule of the VIA and labelme converters for images without
+    any region or shape."""
+    parser.add_argument(
+        "--keep-empty",
+        action="store_true",
+        help="keep images without any region / shape as images with nothing to find (only "
+        "for reviewed photos: an unreviewed one would teach the model it holds nothing); "
+        "by default they are left out with a counted warning",
+    )
+
+
 def add_via_parser(subparsers) -> None:
     p = subparsers.add_parser("via", help="VIA 1.x / 2.x / 3.x project or export -> COCO")
     p.add_argument(
@@ -87,6 +100,7 @@ def add_via_parser(subparsers) -> None:
     p.add_argument(
         "--polygons", dest="keep_polygons", action="store_true", help="keep polygons instead of RLE"
     )
+    add_keep_empty_arg(p)
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
@@ -106,8 +120,9 @@ def add_labelme_parser(subparsers) -> None:
     p.add_argument("--out", dest="out_path", metavar="OUT", required=True, help="output COCO JSON")
     p.add_argument(
         "--root",
-        help="dataset folder: image paths may point anywhere inside it (e.g. ../images/x.jpg) "
-        "and file names in the output are relative to it (default: the input folder)",
+        help="folder holding the images: image paths may point anywhere inside it (e.g. "
+        "../images/x.jpg) and file names in the output are relative to it, so it is the "
+        "image root to train with (default: the input folder)",
     )
     p.add_argument(
         "--labels",
@@ -118,6 +133,7 @@ def add_labelme_parser(subparsers) -> None:
     p.add_argument(
         "--polygons", dest="keep_polygons", action="store_true", help="keep polygons instead of RLE"
     )
+    add_keep_empty_arg(p)
     add_image_limit_arg(p)
     add_strict_images_arg(p)
     add_writer_args(p)
@@ -226,9 +242,9 @@ def add_from_predictions_parser(subparsers) -> None:
         "--categories",
         dest="category_names",
         nargs="+",
-        default=["bunch"],
         metavar="NAME",
-        help="names of category ids 1, 2, ... without --coco (default: bunch)",
+        help="names of category ids 1, 2, ... without --coco (default: the model's class "
+        "names visualize.py lists beside its results, else bunch)",
     )
     p.add_argument(
         "--simplify",

@@ -21,13 +21,18 @@ the file_name that tools/visualize.py writes, or by image_id = file stem (see
 grape_instances/measure/sources.py). --overlays draws each bunch with its table id.
 """
 
-import argparse
+from __future__ import annotations
 
-from detectron2.utils.logger import setup_logger
+import argparse
+from typing import TYPE_CHECKING
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
-from grape_instances.inference.measure import measure_jobs
-from grape_instances.measure.depth import Camera
+
+if TYPE_CHECKING:
+    from grape_instances.measure.depth import Camera
+
+# torch, Detectron2 and the measuring code are imported in main(), after the arguments are
+# parsed: --help and a wrong flag answer at once.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def camera_from_args(args: argparse.Namespace) -> Camera | None:
+    from grape_instances.measure.depth import Camera
+
     given = [n for n, v in (("--fx/--fy", args.fx if args.fx is not None else args.fy),
                             ("--fov-deg", args.fov_deg), ("--camera", args.camera))
              if v is not None]
@@ -84,6 +91,10 @@ def camera_from_args(args: argparse.Namespace) -> Camera | None:
 @exit_on_user_error
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
+    from grape_instances.inference.measure import measure_jobs
+
     setup_logger(name="grape_instances")
     camera = camera_from_args(args)
     weight_model = None
@@ -96,13 +107,15 @@ def main(argv=None) -> None:
     if args.coco:
         if not args.images or args.input:
             raise GrapeInputError("--coco needs --images DIR (and takes no --input)")
+        from grape_instances.core.warning_counter import WarningCounter
         from grape_instances.measure.sources import load_mask_file
 
+        warnings = WarningCounter()
         _, jobs = load_mask_file(args.coco, args.images, args.coco_images,
-                                 args.confidence_threshold)
+                                 args.confidence_threshold, warnings)
         summary = measure_jobs(jobs, args.out, source=args.coco,
                                inputs=[args.coco, *([args.coco_images] if args.coco_images
-                                                    else [])], **common)
+                                                    else [])], warnings=warnings, **common)
     else:
         if not args.input or args.images or args.coco_images:
             raise GrapeInputError("--config-file needs --input (--images and --coco-images "
@@ -121,7 +134,11 @@ def main(argv=None) -> None:
                                source=args.config_file, **common)
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} image(s): see the warnings above")
-    print(f"{summary['bunches']} bunches in {summary['images']} images: "
+    counted = summary["categories"]
+    what = (f"{summary['bunches']} bunches" if set(counted) <= {"bunch"} else
+            f"{summary['bunches']} instances ("
+            + ", ".join(f"{name} {n}" for name, n in counted.items()) + ")")
+    print(f"{what} in {summary['images']} images: "
           f"{', '.join(summary['outputs'].values())}"
           + (f"; overlays in {summary['overlays']}" if summary["overlays"] else ""))
 

@@ -12,13 +12,10 @@ per pixel, 0 = background) per input; their coco_results.json is an empty list.
 
 import argparse
 
-from detectron2.utils.logger import setup_logger
-
-import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
 from grape_instances.core.errors import exit_on_user_error
-from grape_instances.core.images import expand_inputs
-from grape_instances.inference.predictor import prediction_config
-from grape_instances.inference.writers import visualize_files, visualize_video
+
+# torch, Detectron2 and the model code are imported in main(), after the arguments are
+# parsed: --help and a wrong flag answer at once.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,6 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
+    import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
+    from grape_instances.core.images import expand_inputs
+    from grape_instances.inference.predictor import prediction_config
+    from grape_instances.inference.writers import visualize_files, visualize_video
+
     setup_logger(name="grape_instances")
     setup_logger(name="detectron2")
     cfg = prediction_config(args.config_file, args.opts,

@@ -32,6 +32,12 @@ from ..core.warning_counter import WarningCounter
 DEFAULT_CATEGORY = "bunch"
 
 
+def supercategory_of(name: str) -> str:
+    """A category's COCO ``supercategory``: ``grape`` for the project's own ``bunch``; any
+    other class (someone's ``beet``, labelme's ``bus``) is its own, nothing invented."""
+    return "grape" if name == DEFAULT_CATEGORY else name
+
+
 class MemoryStore:
     """Records kept in two lists: small datasets, and callers that read them back
     (``builder.images`` / ``builder.annotations`` are these lists)."""
@@ -205,7 +211,8 @@ class CocoBuilder:
 
     @property
     def categories(self) -> list[dict]:
-        return [{"id": i, "name": n, "supercategory": "grape"} for n, i in self._cat_ids.items()]
+        return [{"id": i, "name": n, "supercategory": supercategory_of(n)}
+                for n, i in self._cat_ids.items()]
 
     @property
     def images(self) -> list[dict]:

@@ -77,6 +77,10 @@ MALFORMED = "malformed shapes (wrong point count or unreadable mask PNG, skipped
 EMPTY_MASK = "instances whose mask has no pixel (skipped)"
 SIZE_MISMATCH = "files whose imageHeight / imageWidth differ from the image (image used)"
 EMBEDDED = "images absent on disk, taken from the embedded imageData"
+# The same rule as VIA's images without regions: an unreviewed photo kept as "nothing here"
+# would teach a model that it holds nothing.
+NO_SHAPES = ("images without shapes (left out; --keep-empty keeps them as images with "
+             "nothing to find)")
 
 
 @dataclass
@@ -288,6 +292,7 @@ def read_labelme(
     strict_images: bool = False,
     extract_dir: str | os.PathLike | None = None,
     warnings: WarningCounter | None = None,
+    keep_empty: bool = False,
 ) -> Records:
     """Read labelme JSON files (or folders of them): categories now, images lazily (one
     :class:`ImageRecord` each, instances as masks from labelme's own rasteriser, which is
@@ -297,7 +302,8 @@ def read_labelme(
     else the labels found, sorted. An image absent on disk but embedded in its JSON gets
     ``embedded=True`` and a path under ``extract_dir`` (default: ``root/labelme_images``);
     nothing is written. An image that does not decode is left out (counted, listed in
-    ``undecodable``) unless ``strict_images``.
+    ``undecodable``) unless ``strict_images``. A file without any shape is left out with a
+    counted warning, as VIA's images without regions are, unless ``keep_empty``.
     """
     root_path = Path(os.path.abspath(root)) if root else default_root(inputs)
     if not root_path.is_dir():
@@ -308,12 +314,13 @@ def read_labelme(
     records = Records(categories, root_path, "labelme", iter(()), warnings)
     target = Path(extract_dir) if extract_dir is not None else root_path / "labelme_images"
     records.images = _labelme_records(files, root_path, target, max_pixels, strict_images,
-                                      records)
+                                      records, keep_empty, root is None)
     return records
 
 
 def _labelme_records(files: list[LabelmeFile], root_path: Path, extract_dir: Path,
-                     max_pixels: int | None, strict_images: bool, records: Records
+                     max_pixels: int | None, strict_images: bool, records: Records,
+                     keep_empty: bool = False, root_is_default: bool = False
                      ) -> Iterator[ImageRecord]:
     warnings, categories = records.warnings, records.categories
     seen: dict[str, Path] = {}
@@ -324,6 +331,15 @@ def _labelme_records(files: list[LabelmeFile], root_path: Path, extract_dir: Pat
         except UndecodableImageError as e:
             leave_out_undecodable(e, warnings, strict_images)
             records.undecodable.append(str(e.path))
+            continue
+        except GrapeInputError as e:
+            if root_is_default and "resolves outside" in str(e):
+                raise GrapeInputError(f"{e}; pass --root DIR, a folder holding the images "
+                                      "(file names in the output are relative to it)"
+                                      ) from None
+            raise
+        if not lf.shapes and not keep_empty:
+            warnings.add(NO_SHAPES, lf.json_path.name)
             continue
         rel = os.path.relpath(path, root_path).replace(os.sep, "/")
         if rel in seen:
@@ -353,6 +369,7 @@ def convert_labelme(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
     strict_images: bool = False,
+    keep_empty: bool = False,
 ) -> dict:
     """Convert labelme JSON files (or folders of them) into one COCO instances JSON:
     :func:`read_labelme` into a spooled :class:`CocoBuilder`; embedded images are written
@@ -366,7 +383,8 @@ def convert_labelme(
     out_path = check_output_path(out_path, overwrite)
     extract_dir = out_path.parent / f"{out_path.stem}_images"
     records = read_labelme(inputs, root=root, labels_file=labels_file, max_pixels=max_pixels,
-                           strict_images=strict_images, extract_dir=extract_dir)
+                           strict_images=strict_images, extract_dir=extract_dir,
+                           keep_empty=keep_empty)
     warnings, root_path = records.warnings, records.image_root
     to_extract: list[tuple[Path, Path]] = []
     with CocoBuilder(records.categories, source=records.source, store=SpoolStore()

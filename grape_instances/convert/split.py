@@ -20,6 +20,7 @@ from typing import Any
 
 from ..core.errors import GrapeInputError
 from ..core.fileio import atomic_outputs, check_output_path, read_json, write_json_atomic
+from .coco import supercategory_of
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ def merge_coco(
     """
     label_map = label_map or {}
     cat_ids: dict[str, int] = {}
+    supercategories: dict[str, Any] = {}  # the inputs' own, first one wins
     images: list[dict] = []
     annotations: list[dict] = []
     owner: dict[str, str] = {}
@@ -248,6 +250,7 @@ def merge_coco(
             name = label_map.get(name, name)
             cat_name[cat.get("id")] = name
             cat_ids.setdefault(name, len(cat_ids) + 1)
+            supercategories.setdefault(name, cat.get("supercategory", supercategory_of(name)))
         image_id: dict[Any, int] = {}
         for img in data["images"]:
             new = copy.deepcopy(img)
@@ -282,7 +285,7 @@ def merge_coco(
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i, "name": n, "supercategory": "grape"}
+        "categories": [{"id": i, "name": n, "supercategory": supercategories[n]}
                        for n, i in cat_ids.items()],
     }
 

@@ -408,11 +408,16 @@ def validate_coco(
                 used.add(ann.get("image_id"))
     empty = len(set(images) - used)
     if empty:
-        report.warnings.add("images without annotations (Detectron2 drops them in training)",
-                            count=empty)
+        report.warnings.add(EMPTY_IMAGES, count=empty)
     report.stats = {"images": len(data["images"]), "annotations": len(data["annotations"]),
                     "categories": len(data["categories"])}
     return report
+
+
+# What training does with them depends on the config, not on the file: say both.
+EMPTY_IMAGES = ("images without annotations (negatives: training keeps them with "
+                "DATALOADER.FILTER_EMPTY_ANNOTATIONS False, as configs/mask_rcnn_grapes.yaml "
+                "sets, and drops them with True, the CPU configs' setting)")
 
 
 def validate_coco_file(

@@ -76,7 +76,8 @@ NO_LABEL = "regions without a value for the label attribute (skipped)"
 MANY_LABELS = "regions with several checked label values (skipped)"
 MIXED_GROUP = "instance groups whose regions disagree on the label (first label used)"
 EMPTY_MASK = "regions whose mask has no pixel after rasterisation (skipped)"
-NO_REGIONS = "images without regions (left out; use keep_empty to keep them)"
+NO_REGIONS = ("images without regions (left out; --keep-empty keeps them as images with "
+              "nothing to find)")
 NON_IMAGE = "non-image files in the VIA 3 project (skipped)"
 NO_IMAGES = "files without any annotated image (an empty COCO JSON is written)"
 TEMPORAL = "VIA 3 temporal (video / audio) or multi-file regions (skipped)"
@@ -406,6 +407,52 @@ def _check_attribute_used(images: Iterator[ViaImage], attr: str, flag: str,
         )
 
 
+# How many distinct values a region attribute may have and still look like a class.
+MAX_CLASS_VALUES = 20
+
+
+def class_like_attributes(images: Iterator[ViaImage], data: Any,
+                          exclude: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Region attributes that look like a class, with their values (sorted): those the
+    project declares with options (radio / dropdown / checkbox), and text attributes with a
+    few values that repeat across regions (``beet``: 1 / 2), not one value per region (an
+    id, a score, a comment)."""
+    values: dict[str, list[str]] = {}
+    for img in images:
+        for r in img.regions:
+            attrs = r.get("region_attributes")
+            for key, value in (attrs.items() if isinstance(attrs, dict) else ()):
+                text = attribute_text(value)
+                for v in ([text] if isinstance(text, str) else text or []):
+                    values.setdefault(str(key), []).append(v)
+    found = {}
+    for key, seen in values.items():
+        if key in exclude:
+            continue
+        distinct = sorted(set(seen))
+        if declared_options(data, key) or (len(distinct) <= MAX_CLASS_VALUES
+                                           and len(distinct) < len(seen)):
+            found[key] = distinct
+    return found
+
+
+def _announce_class_attributes(images: Iterator[ViaImage], data: Any,
+                               path: str | os.PathLike, category: str,
+                               group_attr: str | None) -> None:
+    """One line when regions carry what looks like a class but no --label-attr was given:
+    every region then becomes ``category``, which merges those classes silently."""
+    found = {key: vals for key, vals in class_like_attributes(
+        images, data, exclude=[group_attr] if group_attr else []).items()
+        if vals != [category]}  # one value that is the class anyway merges nothing
+    if not found:
+        return
+    shown = "; ".join(f"{key!r} ({', '.join(vals[:6])}{', ...' if len(vals) > 6 else ''})"
+                      for key, vals in found.items())
+    logger.warning("%s: region attributes that look like a class: %s. Every region becomes "
+                   "one class %r; pass --label-attr %s to take the classes from it",
+                   path, shown, category, next(iter(found)))
+
+
 def read_via(
     via_path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -437,6 +484,8 @@ def read_via(
 
     if label_attr:
         _check_attribute_used(scan(), label_attr, "--label-attr", via_path)
+    else:
+        _announce_class_attributes(scan(), data, via_path, category, group_attr)
     if group_attr:
         _check_attribute_used(scan(), group_attr, "--group-attr", via_path)
     categories = _collect_categories(scan(), label_attr, category)

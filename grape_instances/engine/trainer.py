@@ -16,7 +16,6 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
-from detectron2.engine.defaults import default_setup
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -122,6 +121,23 @@ class Trainer(DefaultTrainer):
         return results
 
     @classmethod
+    def build_model(cls, cfg: CfgNode):
+        """Detectron2's model, its ~250-line description written to ``OUTPUT_DIR/model.txt``
+        instead of the terminal; one line says what it is."""
+        from detectron2.modeling import build_model
+
+        model = build_model(cfg)
+        params = sum(p.numel() for p in model.parameters())
+        path = os.path.join(cfg.OUTPUT_DIR, "model.txt") if cfg.OUTPUT_DIR else None
+        if path and comm.is_main_process():
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(path, "w") as f:
+                f.write(f"{model}\n")
+        logger.info("Model: %s, %.2f M parameters%s", type(model).__name__, params / 1e6,
+                    f" (described in {path})" if path else "")
+        return model
+
+    @classmethod
     def build_train_loader(cls, cfg: CfgNode):
         dicts = load_dataset_dicts(cfg.DATASETS.TRAIN, True, cfg)
         return build_detection_train_loader(
@@ -175,6 +191,35 @@ class Trainer(DefaultTrainer):
         return DatasetEvaluators(evaluators)
 
 
+def quiet_default_setup(cfg: CfgNode, args) -> None:
+    """Detectron2's ``default_setup`` (loggers, ``OUTPUT_DIR/config.yaml``, seeds, cudnn)
+    without printing the environment, the config file and the full config (about 1,100
+    coloured lines, even for ``--eval-only`` on four images): they go to
+    ``OUTPUT_DIR/config.yaml`` and ``OUTPUT_DIR/environment.txt``, named in one line."""
+    from detectron2.utils.collect_env import collect_env_info
+    from detectron2.utils.env import seed_all_rng
+
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
+    d2_logger = setup_logger(output_dir, distributed_rank=rank)
+    d2_logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    d2_logger.info("Command line arguments: %s", args)
+    if comm.is_main_process() and output_dir:
+        config_path = os.path.join(output_dir, "config.yaml")
+        env_path = os.path.join(output_dir, "environment.txt")
+        with open(config_path, "w") as f:
+            f.write(cfg.dump())
+        with open(env_path, "w") as f:
+            f.write(collect_env_info() + "\n")
+        d2_logger.info("Full config saved to %s, environment to %s", config_path, env_path)
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
 def setup(args, cfg: CfgNode | None = None, notes: Sequence[str] = ()) -> CfgNode:
     """Detectron2's default setup (logging, seeds, config dump) for ``cfg``, the config the
     launching process built and checked (built here from ``args`` when none is given).
@@ -185,7 +230,7 @@ def setup(args, cfg: CfgNode | None = None, notes: Sequence[str] = ()) -> CfgNod
     notes = list(notes)
     if cfg is None:
         cfg = build_config(args.config_file, args.opts, notes)
-    default_setup(cfg, args)
+    quiet_default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="grape_instances")
     for note in notes:
         logger.info(note)

@@ -7,7 +7,7 @@ import itertools
 import logging
 
 import numpy as np
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from pycocotools import mask as mask_utils
@@ -16,6 +16,13 @@ from ..core.masks import segmentation_to_rle
 from .instance import masks_to_rles
 
 logger = logging.getLogger(__name__)
+
+
+def count_label(classes) -> str:
+    """What is counted, in the dataset's own words: "bunch count" for the project's one
+    class, "beet, weed count" for someone else's."""
+    names = [str(c) for c in classes or []] or ["bunch"]
+    return f"{', '.join(names)} count"
 
 
 def count_errors(predicted: list[int], true: list[int]) -> dict[str, float]:
@@ -63,6 +70,7 @@ class CountEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._true_counts: dict[str, int] = {}
         self._crowds: dict[str, list[dict]] = {}
+        self._label = count_label(MetadataCatalog.get(dataset_name).get("thing_classes"))
         for r in DatasetCatalog.get(dataset_name):
             anns = r.get("annotations", [])
             self._true_counts[r["file_name"]] = sum(1 for a in anns if not a.get("iscrowd", 0))
@@ -91,6 +99,6 @@ class CountEvaluator(DatasetEvaluator):
             if not comm.is_main_process():
                 return None
         result = count_errors([p for p, _ in pairs], [t for _, t in pairs])
-        logger.info("bunch count at score >= %.2f over %d images: %s", self.score_threshold,
-                    len(pairs), result)
+        logger.info("%s at score >= %.2f over %d images: %s", self._label,
+                    self.score_threshold, len(pairs), result)
         return {"count": result}

@@ -38,13 +38,18 @@ def draw_predictions(image_bgr: np.ndarray, outputs: dict, metadata) -> np.ndarr
 
 
 def masks_as_instances(masks: Sequence[np.ndarray], scores: Sequence[float | None],
-                       shape: tuple[int, int]) -> Instances:
-    """Masks read from a file as the Instances a model would return, for drawing."""
+                       shape: tuple[int, int], classes: Sequence[int] | None = None
+                       ) -> Instances:
+    """Masks read from a file as the Instances a model would return, for drawing;
+    ``classes`` are indices into the drawing metadata's ``thing_classes`` (default 0).
+    An image without any bunch gives empty Instances."""
     inst = Instances(shape)
-    stacked = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, *shape), bool)
+    stacked = (torch.from_numpy(np.stack(masks)) if masks
+               else torch.zeros((0, *shape), dtype=torch.bool))
     inst.pred_masks = stacked
     inst.pred_boxes = BitMasks(stacked).get_bounding_boxes()
-    inst.pred_classes = torch.zeros(len(masks), dtype=torch.int64)
+    inst.pred_classes = torch.as_tensor(list(classes) if classes is not None
+                                        else [0] * len(masks), dtype=torch.int64)
     if masks and all(s is not None for s in scores):
         inst.scores = torch.tensor([float(s) for s in scores])
     return inst

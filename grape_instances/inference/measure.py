@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..convert.coco import DEFAULT_CATEGORY
 from ..core.depth import find_depth, read_depth
 from ..core.errors import GrapeInputError
 from ..core.fileio import replacing_folder
@@ -86,12 +87,15 @@ def measure_jobs(
     overlays: str | os.PathLike | None = None,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike] = (),
+    warnings: WarningCounter | None = None,
 ) -> dict:
     """Measure ``jobs`` (masks from a file, or from ``predictor``) and write the tables
-    beside ``out_csv``; returns the summary (also in ``<stem>_images.json``)."""
+    beside ``out_csv``; returns the summary (also in ``<stem>_images.json``). ``warnings``
+    holds those of reading the jobs (crowd regions, images not predicted), logged and
+    counted with the rest."""
     out_csv = Path(out_csv)
     _check_outputs(out_csv, overwrite, [Path(p) for p in inputs])
-    warnings = WarningCounter()
+    warnings = warnings if warnings is not None else WarningCounter()
     depth_dir = Path(depth_dir) if depth_dir is not None else None
     model_needs_depth = bool(getattr(predictor, "needs_depth", False))
     if depth_dir is not None and not depth_dir.is_dir():
@@ -115,6 +119,8 @@ def measure_jobs(
                               "file with depth_file) and the camera")
     if overlays is not None:
         check_output_folder(Path(overlays), [j.path for j in jobs])
+    # the file's own category names, drawn on the overlays (in order of first appearance)
+    file_classes = list(dict.fromkeys(m.category for j in jobs for m in (j.masks or [])))
 
     bunch_rows: list[dict] = []
     image_rows: list[dict] = []
@@ -174,10 +180,12 @@ def measure_jobs(
                                         depth_file, weight_model is not None))
             if overlay_dir is not None:
                 if outputs is None:
+                    classes = file_classes or [DEFAULT_CATEGORY]
                     outputs = {"instances": masks_as_instances(
                         [m for _, m in kept], [scores[i - 1] for i, _ in kept],
-                        image.shape[:2])}
-                    metadata = _file_metadata()
+                        image.shape[:2],
+                        [classes.index(categories[i - 1]) for i, _ in kept])}
+                    metadata = _file_metadata(classes)
                 else:
                     metadata = predictor.metadata
                 drawn = draw_bunches(image, outputs, metadata, [m for _, m in kept],
@@ -203,7 +211,11 @@ def measure_jobs(
         "warnings": warnings.as_dict(), "skipped": skipped,
     }
     paths = write_tables(out_csv, bunch_rows, image_rows, summary, overwrite=overwrite)
+    categories: dict[str, int] = {}
+    for row in bunch_rows:
+        categories[row["category"]] = categories.get(row["category"], 0) + 1
     return {**summary, "images": len(image_rows), "bunches": len(bunch_rows),
+            "categories": categories,
             "outputs": {k: str(v) for k, v in paths.items()},
             "overlays": str(overlays) if overlays is not None else None}
 
@@ -215,8 +227,9 @@ def _nothing_measured(skipped: list[str]) -> GrapeInputError:
     return GrapeInputError(f"no image could be measured: {skipped[0]}{more}")
 
 
-def _file_metadata():
-    """Metadata for drawing masks read from a file: one class, named by the table."""
+def _file_metadata(classes: list[str]):
+    """Metadata for drawing masks read from a file: its own category names."""
     from detectron2.data import MetadataCatalog
 
-    return MetadataCatalog.get("__grapes_measure").set(thing_classes=["bunch"])
+    return MetadataCatalog.get("__grapes_measure|" + "|".join(classes)).set(
+        thing_classes=list(classes))

@@ -14,6 +14,7 @@ from detectron2.config import CfgNode
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from tqdm import tqdm
 
+from ..convert.predictions import predicted_images_file, predicted_images_record
 from ..core.depth import DEPTH_EXTENSIONS, find_depth, read_depth
 from ..core.errors import GrapeInputError
 from ..core.fileio import atomic_open, make_parent, replacing_folder, write_json_atomic
@@ -101,6 +102,7 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
               depth_dir: str | os.PathLike | None = None) -> dict:
     """Draw every readable input into ``write_dir``; paths returned are under ``final_dir``."""
     results: list[dict] = []
+    predicted: list[tuple[int, str, int, int]] = []  # every image predicted, found or not
     written: list[str] = []
     label_maps: list[str] = []
     skipped: list[str] = []
@@ -116,6 +118,7 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
             skipped.append(str(e))
             continue
         outputs = predictor(image) if depth is None else predictor(image, depth)
+        predicted.append((image_id, str(path), *image.shape[:2]))
         name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
         used_names.add(name)
         png_name = overlay_name or f"{name}.png"
@@ -135,6 +138,10 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise GrapeInputError(f"no image could be drawn: {skipped[0]}{more}")
     write_json_atomic(write_dir / results_name, results)
+    # which images were predicted (those without a detection too) and the class names, so
+    # that from-predictions and measure count these images and no other
+    write_json_atomic(predicted_images_file(write_dir / results_name), predicted_images_record(
+        predicted, predictor.metadata.get("thing_classes") or []))
     logger.info("wrote %d overlays and %s; skipped %d unreadable image(s)", len(written),
                 final_dir / results_name, len(skipped))
     return {"overlays": written, "results": str(final_dir / results_name),

@@ -14,9 +14,14 @@ file names of its own, so its images are found, in this order of preference:
    ``--images`` with that relative path, else the one with that file name;
 3. otherwise ``image_id`` must equal the file stem of one image under ``--images``.
 
-Without ``coco_images`` every image under ``--images`` (recursively) is measured, those
-without a detection as zero bunches, so that counts per folder are right. Detections below
-the score threshold are dropped.
+The images measured are the ones the predictions were made on: with ``coco_images`` its
+images; otherwise the images the detections name plus those ``tools/visualize.py`` lists
+beside its results (``coco_results_images.json``: every image it predicted, so a photo
+without a bunch counts as zero bunches). Any other image under ``--images`` was not
+predicted and is left out, named in a counted warning: counting it as zero bunches would
+make the per-folder counts wrong. Detections below the score threshold are dropped.
+Categories are named by ``coco_images``, else by the model's class names visualize lists,
+else ``bunch`` (id 1) and ``class <id>``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..convert.coco import DEFAULT_CATEGORY
-from ..convert.predictions import load_results
+from ..convert.predictions import NOT_PREDICTED, load_results, read_predicted_images
 from ..core.errors import GrapeInputError
 from ..core.fileio import read_json
 from ..core.images import list_image_files, normalize_annotation_name, resolve_image_path
@@ -160,10 +165,15 @@ class _FolderIndex:
 
 
 def _results(results: list[dict], path: str | os.PathLike, images_dir: Path,
-             coco_images: str | os.PathLike | None, threshold: float) -> list[ImageJob]:
+             coco_images: str | os.PathLike | None, threshold: float,
+             warnings: WarningCounter) -> list[ImageJob]:
+    names: dict[Any, str] = {}
     if coco_images is not None:
-        table = _coco_images(read_json(coco_images), coco_images, images_dir)
+        coco = read_json(coco_images)
+        table = _coco_images(coco, coco_images, images_dir)
         jobs = list(table.values())
+        names = {c.get("id"): str(c.get("name", c.get("id")))
+                 for c in coco.get("categories") or [] if isinstance(c, dict)}
 
         def find(det: dict) -> ImageJob:
             if det["image_id"] not in table:
@@ -172,17 +182,33 @@ def _results(results: list[dict], path: str | os.PathLike, images_dir: Path,
             return table[det["image_id"]]
     else:
         index = _FolderIndex(images_dir)
-        jobs = index.jobs
+        listed = read_predicted_images(path)
+        chosen: dict[int, ImageJob] = {}
+        if listed is not None:
+            for file_name in listed[0]:
+                job = index.by_file_name(file_name, path)
+                chosen[id(job)] = job
+            names = listed[1]
 
         def find(det: dict) -> ImageJob:
             if isinstance(det.get("file_name"), str):
-                return index.by_file_name(det["file_name"], path)
-            return index.by_image_id(det["image_id"], path)
+                job = index.by_file_name(det["file_name"], path)
+            else:
+                job = index.by_image_id(det["image_id"], path)
+            chosen[id(job)] = job
+            return job
     for det in results:
         job = find(det)
         if det["score"] >= threshold:
-            job.masks.append(MaskSpec(det["segmentation"], float(det["score"]),
-                                      str(det.get("category_id", 1))))
+            cat = det.get("category_id", 1)
+            category = names.get(cat) or (DEFAULT_CATEGORY if cat == 1 and not names
+                                          else f"class {cat}")
+            job.masks.append(MaskSpec(det["segmentation"], float(det["score"]), category))
+    if coco_images is None:
+        jobs = [j for j in index.jobs if id(j) in chosen]
+        for job in index.jobs:
+            if id(job) not in chosen:
+                warnings.add(NOT_PREDICTED, job.name)
     for job in jobs:  # bunch ids follow the score, as on the model's overlays
         job.masks.sort(key=lambda m: -m.score)
     return jobs
@@ -199,7 +225,7 @@ def load_mask_file(path: str | os.PathLike, images_dir: str | os.PathLike,
     data = read_json(path)
     if isinstance(data, list):
         return "results", _results(load_results(path), path, images_dir, coco_images,
-                                   threshold)
+                                   threshold, warnings)
     if coco_images is not None:
         raise GrapeInputError(f"{path}: --coco-images is only for a results list, and this is "
                               "a COCO instances file")
