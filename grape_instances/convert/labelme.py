@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.fileio import atomic_outputs, check_output_path, read_json, refuse_existing
 from ..core.images import (
     DEFAULT_MAX_PIXELS,
     EXIF_ORIENTATION_TAG,
@@ -363,6 +363,7 @@ def convert_labelme(
     Returns a summary like :func:`grape_instances.convert.via.convert_via`.
     """
     del keep_polygons  # masks come from labelme's rasteriser; polygons would re-rasterise
+    refuse_existing(out_path, overwrite, [*find_labelme_files(inputs), labels_file])
     out_path = check_output_path(out_path, overwrite)
     extract_dir = out_path.parent / f"{out_path.stem}_images"
     records = read_labelme(inputs, root=root, labels_file=labels_file, max_pixels=max_pixels,

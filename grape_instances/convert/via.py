@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import check_output_path, read_json
+from ..core.fileio import read_json, refuse_existing
 from ..core.images import DEFAULT_MAX_PIXELS, checked_image_size, resolve_image_path
 from ..core.polygons import (
     circle_through,
@@ -503,7 +503,7 @@ def convert_via(
     ``undecodable``. Raises GrapeInputError for anything that must stop the conversion
     (nothing is written).
     """
-    check_output_path(out_path, overwrite)
+    refuse_existing(out_path, overwrite, [via_path])
     records = read_via(via_path, images_dir, label_attr=label_attr, category=category,
                        group_attr=group_attr, keep_empty=keep_empty, max_pixels=max_pixels,
                        strict_images=strict_images)

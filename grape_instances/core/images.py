@@ -170,8 +170,13 @@ def resolve_image_path(
 
 def _check_readable_file(path: Path, source: str | os.PathLike | None) -> None:
     ref = f" (referenced by {source})" if source is not None else ""
-    if not path.exists():
-        raise GrapeInputError(f"{path}: image not found{ref}")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise GrapeInputError(f"{path}: image not found{ref}") from None
+    except OSError as e:  # a name too long for the file system, a loop of links...
+        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:120]}..."
+        raise GrapeInputError(f"{shown}: image not found ({e.strerror}){ref}") from None
     if not path.is_file():
         raise GrapeInputError(f"{path}: not a regular file{ref}")
     if path.stat().st_size == 0:
