@@ -141,7 +141,7 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg: CfgNode, model, evaluators=None):
         """DefaultTrainer.test, on tiles for instance models when ``TEST.TILE_SIZE`` > 0, so
         that the scores measure what tiled prediction delivers."""
-        if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
+        if TiledModel.enabled(cfg) and not is_semantic_model(cfg):
             model = TiledModel.from_config(cfg, model)
         return super().test(cfg, model, evaluators)
 
