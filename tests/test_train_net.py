@@ -249,3 +249,26 @@ def test_config_is_built_and_datasets_registered_once(trained_model, tiny_synth,
     runpy.run_path(str(REPO / "tools" / "train_net.py"), run_name="__main__")
     assert calls == {"build_config": 1, "register_from_config": 1}
     assert (tmp_path / "eval" / "inference" / "coco_instances_results.json").is_file()
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_a_mask_rcnn_run_writes_only_into_output_dir(tiny_synth, tmp_path):
+    """Training plus evaluation (which scores instance models as semantic maps too), started
+    in an empty working folder with the default label-map cache: nothing appears there,
+    nothing in the dataset folder changes; the cache lives in OUTPUT_DIR (issue 18)."""
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    opts = [o for pair in zip(*[iter(tiny_training_opts(tiny_synth, out, max_iter=2))] * 2,
+                              strict=True)
+            if pair[0] != "DATASETS.SEMANTIC_CACHE_DIR" for o in pair]
+    before = _snapshot(tiny_synth)
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"),
+                           "--config-file", DEMO_CONFIG, *opts], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    assert _snapshot(tiny_synth) == before
+    assert list((out / "semantic_cache").rglob("*.png"))  # the maps evaluation derived
