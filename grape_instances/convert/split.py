@@ -25,6 +25,7 @@ from ..core.fileio import (
     refuse_existing,
     write_json_atomic,
 )
+from .validate import check_records
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ def load_coco(path: str | os.PathLike) -> dict:
                 if not _is_id(rec[name]):
                     raise GrapeInputError(f"{path}: {what} #{i} has {name} "
                                           f"{repr(rec[name])[:40]} (must be an integer)")
+    report = check_records(data)  # masks and boxes: what validate and training refuse
+    if report.errors:
+        lines = report.errors.lines()
+        more = f" (and {len(lines) - 1} more kinds of error)" if len(lines) > 1 else ""
+        raise GrapeInputError(f"{path}: {lines[0]}{more}; `python tools/convert.py validate "
+                              f"--json {path} --images DIR` lists every problem")
     return data
 
 

@@ -34,7 +34,12 @@ from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
 from ..core.fileio import read_json, refuse_existing
-from ..core.images import DEFAULT_MAX_PIXELS, checked_image_size, resolve_image_path
+from ..core.images import (
+    DEFAULT_MAX_PIXELS,
+    checked_image_size,
+    refuse_all_undecodable,
+    resolve_image_path,
+)
 from ..core.polygons import (
     circle_through,
     ellipse_outline,
@@ -515,6 +520,7 @@ def convert_via(
             add_instances(builder, image_id, rec.instances, warnings, EMPTY_MASK,
                           keep_polygons=keep_polygons)
         if builder.num_images == 0:
+            refuse_all_undecodable(records.undecodable, via_path)
             warnings.add(NO_IMAGES, str(via_path))
         builder.info["image_root"] = str(images_dir)
         builder.write(out_path, overwrite=overwrite)

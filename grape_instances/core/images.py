@@ -276,6 +276,15 @@ def leave_out_undecodable(
     logger.warning("%s; left out (pass --strict-images to refuse instead)", error)
 
 
+def refuse_all_undecodable(undecodable: list[str], source: str | os.PathLike) -> None:
+    """An empty output because every image listed failed to decode is no conversion: one
+    line naming the first (exit 1), not an empty COCO file and exit 0."""
+    if undecodable:
+        more = f" (and {len(undecodable) - 1} more)" if len(undecodable) > 1 else ""
+        raise GrapeInputError(f"{source}: no image could be converted, every one it lists is "
+                              f"undecodable: {undecodable[0]}{more}")
+
+
 def checked_image_size(
     path: str | os.PathLike,
     warnings: WarningCounter,
