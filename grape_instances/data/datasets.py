@@ -19,6 +19,7 @@ from detectron2.data.datasets import load_coco_json
 from ..core import paths as synthetic_layout
 from ..core.errors import GrapeInputError
 from ..core.fileio import read_json
+from ..core.images import normalize_annotation_name
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ def load_coco_records(json_file: str, image_root: str, name: str | None = None) 
     The JSON is parsed a second time only when it mentions ``depth_file`` at all.
     """
     records = load_coco_json(json_file, image_root, name)
+    prefix = os.path.join(image_root, "")
+    for record in records:  # names written on Windows: "sub\\a.jpg", as validate reads them
+        rel = record["file_name"][len(prefix):]
+        if "\\" in rel and record["file_name"].startswith(prefix):
+            record["file_name"] = prefix + normalize_annotation_name(rel)
     with open(json_file, "rb") as f:
         if b'"depth_file"' not in f.read():
             return records

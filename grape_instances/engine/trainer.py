@@ -55,7 +55,14 @@ def compiled_ops_available() -> bool:
 
 class LoadedImagesCOCOEvaluator(COCOEvaluator):
     """COCOEvaluator scoring only the images that were predicted, like the other evaluators:
-    an undecodable image left out of the evaluation must not count its bunches as misses."""
+    an undecodable image left out of the evaluation must not count its bunches as misses.
+    Annotations without ``iscrowd`` count as 0, as validate, Detectron2's loader and the
+    other evaluators read them (COCOeval itself raises KeyError on them)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for ann in self._coco_api.dataset.get("annotations", []):
+            ann.setdefault("iscrowd", 0)  # the index holds the same dicts
 
     def _eval_predictions(self, predictions, img_ids=None):
         if img_ids is None:  # Detectron2's default, the whole JSON
