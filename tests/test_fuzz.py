@@ -309,7 +309,8 @@ def check_outputs(out_dir: Path, coco_outputs: bool, decode: bool) -> list[str]:
                     with contextlib.redirect_stdout(io.StringIO()):
                         coco = COCO(str(f))
                         for ann in coco.dataset["annotations"] if decode else []:
-                            coco.annToMask(ann)
+                            if ann.get("segmentation"):  # none: a box annotation
+                                coco.annToMask(ann)
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{f.name}: {type(e).__name__}: {str(e)[:150]}")
     return problems

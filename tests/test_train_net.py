@@ -197,6 +197,20 @@ def test_missing_config_is_one_line_error(tmp_path):
     assert_user_error(proc, "nope.yaml", "not found")
 
 
+@pytest.mark.parametrize("tool, args", [
+    ("train_net.py", ["--config-file", "nope.yaml"]),
+    ("visualize.py", ["--config-file", "nope.yaml", "--input", "x.jpg", "--output", "o"]),
+    ("measure.py", ["--config-file", "nope.yaml", "--input", "x.jpg", "--out", "t.csv"]),
+])
+def test_a_one_line_error_is_the_only_line(tool, args, tmp_path):
+    """No torch.jit FutureWarning from Detectron2's imports before the error (issue 18:
+    it was printed twice)."""
+    proc = run_tool(tool, *[str(tmp_path / a) if a.startswith("nope") else a for a in args])
+    assert_user_error(proc, "nope.yaml")
+    assert proc.stderr.strip().splitlines() == [
+        ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")], proc.stderr
+
+
 def test_unknown_dataset_is_one_line_error(tiny_synth, tmp_path):
     proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
                     *tiny_training_opts(tiny_synth, tmp_path), "DATASETS.TEST", "('no_such_set',)")

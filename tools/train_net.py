@@ -7,6 +7,9 @@ Same flags as Detectron2's tools/train_net.py, e.g.
     python tools/train_net.py --config-file ... --num-gpus 2      # 2 processes (gloo on CPU)
 """
 
+# isort: off
+import grape_instances  # noqa: F401  (first: it silences a torch warning Detectron2 triggers)
+# isort: on
 from detectron2.engine import default_argument_parser
 
 import grape_instances.modeling  # noqa: F401  (registers the semantic meta-architectures)
