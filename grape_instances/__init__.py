@@ -7,11 +7,12 @@ atomic outputs, config, images, polygons, masks / RLE, depth, tables, paths); ``
 ``experiments`` (drivers). The CLIs in ``tools/`` sit on top.
 """
 
+import warnings
+
+# torch deprecates torch.jit.script, which Detectron2 applies to a few functions at import:
+# a FutureWarning a user can do nothing about, printed before every one-line error. Tools
+# import this package before Detectron2's models, so it is silenced here, once.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                        category=FutureWarning)
+
 __version__ = "0.1.0"
-
-import warnings as _warnings
-
-# torch 2.14 deprecates torch.jit.script, which Detectron2 and torchvision call at import
-# time: the warning is about their code, not the user's, and came twice per tool run.
-_warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
-                         category=FutureWarning)

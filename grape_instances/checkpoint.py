@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -35,6 +36,8 @@ LAST_CHECKPOINT = "last_checkpoint"
 LOCK_FILE = ".lock"
 #: The key under which a checkpoint records the config it came from (see engine.run_record).
 RUN_RECORD_KEY = "grape_run"
+#: The key under which a checkpoint records the SHA-256 of its tensors (see tensor_digest).
+CHECKSUM_KEY = "grape_sha256"
 #: Detectron2's periodic checkpoint names, model_0000059.pth; model_final.pth is the newest.
 _PERIODIC_NAME = re.compile(r"model_(\d+)\.pth")
 FINAL_CHECKPOINT = "model_final.pth"
@@ -60,7 +63,44 @@ def ensure_weights_available(weights: str) -> None:
 
 
 class UnreadableCheckpointError(GrapeInputError):
-    """A checkpoint file that torch cannot load (truncated, empty, random bytes, missing)."""
+    """A checkpoint file that torch cannot load (truncated, empty, random bytes, missing),
+    or whose tensors no longer match the checksum written with them."""
+
+
+def tensor_digest(obj: Any) -> str:
+    """SHA-256 of every tensor in a checkpoint's content (dicts by sorted key, lists in
+    order; each tensor's place, dtype, shape and bytes), the checksum key itself left out.
+
+    Computed from the loaded tensors, not the file's bytes, so it is the same after any
+    number of save / load round trips, and a byte flipped inside the tensor data (which
+    torch loads without a word) is caught on load.
+    """
+    digest = hashlib.sha256()
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, torch.Tensor):
+            t = node.detach().to("cpu").contiguous()
+            digest.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(node, dict):
+            keys = sorted((k for k in node if k != CHECKSUM_KEY), key=str, reverse=True)
+            stack.extend((f"{where}/{k}", node[k]) for k in keys)
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{where}/{i}", v) for i, v in reversed(list(enumerate(node))))
+    return digest.hexdigest()
+
+
+def check_digest(path: str, checkpoint: Any) -> None:
+    """Refuse, as an unreadable checkpoint, one whose recorded checksum its tensors do not
+    match (a checkpoint without one, written by Detectron2 or before checksums, passes)."""
+    if not isinstance(checkpoint, dict) or CHECKSUM_KEY not in checkpoint:
+        return
+    if checkpoint[CHECKSUM_KEY] != tensor_digest(checkpoint):
+        raise UnreadableCheckpointError(
+            f"{path}: checksum mismatch, its weights changed after it was written (a damaged "
+            "disk or copy); not loaded"
+        )
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -75,13 +115,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if os.path.getsize(path) == 0:
         raise UnreadableCheckpointError(f"{path}: not a loadable checkpoint (empty file)")
     try:
-        return torch.load(path, map_location=torch.device("cpu"))
+        checkpoint = torch.load(path, map_location=torch.device("cpu"))
     except Exception as e:
         reason = (str(e).strip().splitlines() or ["the file ends too early"])[0]
         reason = reason.split(". ")[0][:160]  # torch appends long advice after the cause
         raise UnreadableCheckpointError(
             f"{path}: not a loadable checkpoint ({type(e).__name__}: {reason})"
         ) from None
+    check_digest(path, checkpoint)
+    return checkpoint
 
 
 def _read_training_checkpoint(path: str) -> dict[str, Any]:
@@ -148,7 +190,8 @@ def find_resume_checkpoint(
     try:
         if not named:
             raise UnreadableCheckpointError(f"{tag}: names no checkpoint")
-        found = named_path, _read_training_checkpoint(named_path)
+        found = _newer_final(save_dir, named_path) or (
+            named_path, _read_training_checkpoint(named_path))
     except UnreadableCheckpointError as error:
         found = None
         for candidate in resume_candidates(save_dir):
@@ -169,6 +212,26 @@ def find_resume_checkpoint(
     if retag and found[0] != named_path:
         write_last_checkpoint(save_dir, os.path.basename(found[0]))
     return found
+
+
+def _newer_final(save_dir: str, named_path: str) -> tuple[str, dict[str, Any]] | None:
+    """``model_final.pth`` and its content when it was written after the checkpoint
+    ``last_checkpoint`` names and loads: the run was killed between writing it and tagging
+    it, and it is the newest state of this run. None otherwise."""
+    final = os.path.join(save_dir, FINAL_CHECKPOINT)
+    if os.path.abspath(final) == os.path.abspath(named_path) or not os.path.isfile(final) \
+            or not os.path.isfile(named_path):
+        return None
+    if os.stat(final).st_mtime_ns <= os.stat(named_path).st_mtime_ns:
+        return None
+    try:
+        checkpoint = _read_training_checkpoint(final)
+    except UnreadableCheckpointError:
+        return None
+    logger.warning("%s names %s, but %s was written after it (a run stopped between saving it "
+                   "and naming it); resuming from %s", os.path.join(save_dir, LAST_CHECKPOINT),
+                   os.path.basename(named_path), FINAL_CHECKPOINT, final)
+    return final, checkpoint
 
 
 def write_last_checkpoint(save_dir: str, basename: str) -> None:
@@ -208,6 +271,7 @@ class GrapeCheckpointer(RGBDCheckpointerMixin, DetectionCheckpointer):
         data.update(kwargs)
         if self.run_record is not None:
             data[RUN_RECORD_KEY] = self.run_record
+        data[CHECKSUM_KEY] = tensor_digest(data)  # verified by every load (read_checkpoint)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)

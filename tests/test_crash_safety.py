@@ -290,3 +290,74 @@ def test_a_new_run_forgets_the_previous_runs_last_checkpoint(trained_run, tiny_s
     assert not (out / "last_checkpoint").exists()
     assert (out / "model_final.pth").is_file()  # outputs are replaced as the new run saves
     assert find_resume_checkpoint(str(out)) is None  # --resume now starts afresh
+
+
+# ----------------------------------------------------------------------------- checksums
+def flip_tensor_bytes(path, n: int = 64) -> None:
+    """Flip ``n`` bytes inside the weight tensor's data of a checkpoint: torch still loads
+    the file (the zip's entries are stored, not checked), with other numbers."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename
+                    and i.file_size >= 24)  # the 2 x 3 weight: 24 bytes of float32
+    data = bytearray(path.read_bytes())
+    local = info.header_offset  # the local header's own name and extra lengths
+    header_end = (local + 30 + int.from_bytes(data[local + 26:local + 28], "little")
+                  + int.from_bytes(data[local + 28:local + 30], "little"))
+    for i in range(min(n, info.file_size)):
+        data[header_end + i] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_the_weights_are_caught_on_load(tmp_path):
+    save(tmp_path, "model_final", seed=1)
+    flip_tensor_bytes(tmp_path / "model_final.pth", n=24)
+    assert not torch.equal(weights(tmp_path / "model_final.pth"), tiny_model(1).weight)
+    model = tiny_model(9)
+    with pytest.raises(GrapeInputError, match="model_final.pth: checksum mismatch") as error:
+        GrapeCheckpointer(model, "").resume_or_load(str(tmp_path / "model_final.pth"),
+                                                    resume=False)
+    assert "\n" not in str(error.value)
+    assert same_weights(model, 9), "the damaged weights were loaded"
+
+
+def test_resume_falls_back_past_a_checkpoint_with_flipped_bytes(tmp_path, caplog):
+    save(tmp_path, "model_0000001", seed=1)
+    save(tmp_path, "model_0000003", seed=3)
+    flip_tensor_bytes(tmp_path / "model_0000003.pth", n=24)
+    model = tiny_model(9)
+    with caplog.at_level(logging.WARNING):
+        GrapeCheckpointer(model, str(tmp_path), run_record=RECORD).resume_or_load("",
+                                                                                  resume=True)
+    assert same_weights(model, 1)
+    assert any("model_0000003.pth: checksum mismatch" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+def test_checksum_survives_a_save_load_round_trip(tmp_path):
+    from grape_instances.checkpoint import CHECKSUM_KEY, read_checkpoint, tensor_digest
+
+    save(tmp_path, "model_final", seed=1)
+    loaded = read_checkpoint(tmp_path / "model_final.pth")  # verified here
+    assert loaded[CHECKSUM_KEY] == tensor_digest(loaded)
+    loaded["model"]["weight"][0, 0] += 1
+    assert loaded[CHECKSUM_KEY] != tensor_digest(loaded)
+
+
+def test_resume_after_a_kill_between_model_final_and_its_tag(tmp_path, caplog):
+    """model_final.pth was renamed into place, then the process died before last_checkpoint
+    was rewritten: --resume continues from model_final.pth and tags it."""
+    save(tmp_path, "model_0000001", seed=1)
+    tag = (tmp_path / "last_checkpoint").read_text()
+    save(tmp_path, "model_final", seed=5)
+    (tmp_path / "last_checkpoint").write_text(tag)  # as the kill left it
+    old = tmp_path / "model_0000001.pth"
+    os.utime(old, ns=(old.stat().st_atime_ns, (tmp_path / "model_final.pth").stat()
+                      .st_mtime_ns - 10**9))
+    model = tiny_model(9)
+    with caplog.at_level(logging.WARNING):
+        GrapeCheckpointer(model, str(tmp_path), run_record=RECORD).resume_or_load("",
+                                                                                  resume=True)
+    assert same_weights(model, 5), "resumed from the older checkpoint"
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"

@@ -374,3 +374,191 @@ def test_visualize_skips_bad_images_and_fails_only_when_none_is_drawn(random_wei
     assert e.value.code == 1
     _one_error_line(capsys, "no image could be drawn", "(and 1 more)")
     assert not (tmp_path / "none").exists()
+
+
+# ----------------------------------------------------------------------------- issue 18 probes
+LONG = "n" * 300  # longer than any file system's 255-byte name limit
+
+
+@pytest.fixture
+def annotation_inputs(tmp_path):
+    """A VIA project, a labelme file, a COCO JSON and a results list over two tiny images."""
+    from tests import test_fuzz
+
+    images = tmp_path / "images"
+    images.mkdir()
+    h, w = test_fuzz.IMAGE_SIZE
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(images / name), np.full((h, w, 3), 90, np.uint8))
+    sizes = {n: (images / n).stat().st_size for n in ("a.png", "b.png")}
+    files = {"via": tmp_path / "via.json", "labelme": images / "a.json",
+             "coco": tmp_path / "coco.json", "results": tmp_path / "results.json"}
+    files["via"].write_text(json.dumps(test_fuzz.via2_project(sizes)))
+    files["labelme"].write_text(json.dumps(test_fuzz.labelme_file()))
+    files["coco"].write_text(json.dumps(test_fuzz.coco_file()))
+    files["results"].write_text(json.dumps(test_fuzz.results_file()))
+    return tmp_path, files
+
+
+def _convert_argvs(root: Path, files: dict, out: dict) -> dict[str, list[str]]:
+    """Each writing subcommand with its outputs from ``out`` (``via``, ``labelme``,
+    ``merge``, ``split``: a folder, ``from-predictions``)."""
+    images = str(root / "images")
+    return {
+        "via": ["via", "--via", str(files["via"]), "--images", images, "--out",
+                str(out["via"])],
+        "labelme": ["labelme", "--input", str(files["labelme"]), "--root", images, "--out",
+                    str(out["labelme"])],
+        "merge": ["merge", str(files["coco"]), "--out", str(out["merge"])],
+        "split": ["split", "--json", str(files["coco"]), "--out-dir", str(out["split"]),
+                  "--val", "0.5"],
+        "from-predictions": ["from-predictions", "--results", str(files["results"]), "--coco",
+                             str(files["coco"]), "--images", images, "--via-out",
+                             str(out["from-predictions"])],
+    }
+
+
+@pytest.mark.parametrize("command", ["via", "labelme", "merge", "from-predictions"])
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(annotation_inputs, capsys,
+                                                                   command):
+    root, files = annotation_inputs
+    own = {"via": files["via"], "labelme": files["labelme"], "merge": files["coco"],
+           "from-predictions": files["results"], "split": root / "split"}
+    argv = _convert_argvs(root, files, own)[command] + ["--overwrite"]
+    before = {k: p.read_bytes() for k, p in files.items()}
+    with pytest.raises(SystemExit) as e:
+        _convert_main()(argv)
+    assert e.value.code == 1
+    _one_error_line(capsys, "the output is also an input")
+    assert {k: p.read_bytes() for k, p in files.items()} == before
+
+
+def test_a_hard_link_to_an_input_is_the_input(annotation_inputs, capsys):
+    root, files = annotation_inputs
+    os.link(files["coco"], root / "alias.json")
+    with pytest.raises(SystemExit):
+        _convert_main()(["merge", str(files["coco"]), "--out", str(root / "alias.json"),
+                         "--overwrite"])
+    _one_error_line(capsys, "alias.json: the output is also an input")
+
+
+@pytest.mark.parametrize("command", ["via", "labelme", "merge", "split", "from-predictions"])
+def test_output_names_too_long_are_one_line_in_convert(annotation_inputs, capsys, command):
+    root, files = annotation_inputs
+    out = {"via": root / f"{LONG}.json", "labelme": root / LONG / "x.json",
+           "merge": root / f"{LONG}.json", "split": root / LONG,
+           "from-predictions": root / f"{LONG}.json"}
+    with pytest.raises(SystemExit) as e:
+        _convert_main()(_convert_argvs(root, files, out)[command])
+    assert e.value.code == 1
+    line = _one_error_line(capsys, "cannot write the output", "file name too long")
+    assert len(line) < 400  # the name is shortened in the message
+    assert sorted(p.name for p in root.iterdir()) == ["coco.json", "images", "results.json",
+                                                      "via.json"]
+
+
+def simulate_immutable(monkeypatch, target: Path) -> None:
+    """``target`` cannot be replaced or linked (an immutable file, or a read-only bind mount
+    over it): os.replace and os.link onto / from it fail with EPERM, as chattr +i makes
+    them fail."""
+    real_replace, real_link = os.replace, os.link
+
+    def replace(src, dst):
+        if Path(dst) == target or Path(src) == target:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_replace(src, dst)
+
+    def link(src, dst):
+        if Path(src) == target:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    monkeypatch.setattr(fileio.os, "link", link)
+
+
+@pytest.mark.parametrize("command", ["merge", "split", "via"])
+def test_an_output_that_cannot_be_replaced_is_one_line(annotation_inputs, capsys, monkeypatch,
+                                                       command):
+    root, files = annotation_inputs
+    out = {"via": root / "out.json", "merge": root / "out.json", "split": root / "split",
+           "labelme": root / "out.json", "from-predictions": root / "out.json"}
+    target = root / "split" / "coco_val.json" if command == "split" else root / "out.json"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("old")
+    simulate_immutable(monkeypatch, target)
+    with pytest.raises(SystemExit) as e:
+        _convert_main()(_convert_argvs(root, files, out)[command] + ["--overwrite"])
+    assert e.value.code == 1
+    _one_error_line(capsys, "cannot write the output", "cannot be replaced")
+    assert target.read_text() == "old"
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_that_cannot_be_replaced_is_one_line(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.png").write_text("old")
+    real_replace = os.replace
+
+    def busy(src, dst):  # a mount point cannot be renamed
+        if Path(src) == out:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", busy)
+    with pytest.raises(GrapeInputError, match="out: cannot write the output .*busy"):
+        with replacing_folder(out) as tmp:
+            (tmp / "new.png").write_text("new")
+    assert listing(tmp_path) == ["out"] and listing(out) == ["old.png"]
+
+
+def test_visualize_refuses_an_output_naming_its_input_photo(random_weights, tmp_path, capsys):
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((64, 80, 3), 90, np.uint8))
+    before = photo.read_bytes()
+    for output in (photo, tmp_path / "A" / ".." / "a.png"):
+        with pytest.raises(SystemExit) as e:
+            _visualize_main()(["--config-file", DEMO_CONFIG, "--input", str(photo), "--output",
+                               str(output), "--opts", "MODEL.WEIGHTS", str(random_weights),
+                               "MODEL.DEVICE", "cpu"])
+        assert e.value.code == 1
+        _one_error_line(capsys, "the output is also an input")
+    assert photo.read_bytes() == before
+
+
+@pytest.mark.parametrize("output", ["folder", "file"])
+def test_visualize_output_names_too_long_are_one_line(random_weights, tmp_path, capsys,
+                                                      output):
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((64, 80, 3), 90, np.uint8))
+    target = tmp_path / (LONG if output == "folder" else f"{LONG}.png")
+    with pytest.raises(SystemExit) as e:
+        _visualize_main()(["--config-file", DEMO_CONFIG, "--input", str(photo), "--output",
+                           str(target), "--opts", "MODEL.WEIGHTS", str(random_weights),
+                           "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64"])
+    assert e.value.code == 1
+    _one_error_line(capsys, "file name too long")
+    assert listing(tmp_path) == ["a.png"]
+
+
+def test_measure_and_fit_weight_output_names_too_long_are_one_line(annotation_inputs, capsys):
+    from grape_instances.measure.weight import fit_weight_model
+
+    root, files = annotation_inputs
+    spec = importlib.util.spec_from_file_location("measure_tool_fileio",
+                                                  REPO / "tools" / "measure.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for out in ([f"--out={root / LONG}.csv"],
+                ["--out", str(root / "t.csv"), "--overlays", str(root / LONG)]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(["--coco", str(files["coco"]), "--images", str(root / "images"), *out])
+        assert e.value.code == 1
+        _one_error_line(capsys, "file name too long")
+    (root / "t.csv").write_text("image,area_px\na.png,10\n")
+    (root / "w.csv").write_text("image,weight_g\na.png,10\n")
+    with pytest.raises(GrapeInputError, match="file name too long"):
+        fit_weight_model(root / "t.csv", root / "w.csv", root / LONG, folds=2)
+    with pytest.raises(GrapeInputError, match="the output is also an input"):
+        fit_weight_model(root / "t.csv", root / "w.csv", root / "t.csv", folds=2)

@@ -178,6 +178,27 @@ def test_bad_tables_are_one_line_errors(law, capsys):
     (root / "m").mkdir()
     (root / "m" / "keep.txt").write_text("mine")
     fails(match="not empty")
-    with pytest.raises(GrapeInputError, match="folder holding the input"):
+    with pytest.raises(GrapeInputError, match="output folder holds the input"):
         fit_weight_model(root / "table.csv", root / "weights.csv", root)
     assert (root / "m" / "keep.txt").read_text() == "mine"
+
+
+def test_seven_bunches_in_five_folds_fit_without_naming_a_temporary_folder(law):
+    """Folds of one bunch have no R² (NaN): written as null, not refused naming the
+    temporary folder the model is written in (issue 18's probe)."""
+    root, rows, grams = law
+    write_table(root / "t7.csv", rows[:7])
+    (root / "w7.csv").write_text("".join((root / "weights.csv").read_text().splitlines(True)[:8]))
+    report = fit_weight_model(root / "t7.csv", root / "w7.csv", root / "m7", folds=5)
+    assert report["bunches"] == 7
+    saved = json.loads((root / "m7" / "report.json").read_text())
+    assert None in saved["models"][saved["best"]]["r2_folds"]
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_a_negative_measurement_is_refused_naming_its_row(law):
+    root, rows, _ = law
+    write_table(root / "t.csv", [{**rows[0], "area_px": -250}, *rows[1:]])
+    with pytest.raises(GrapeInputError, match=r"t.csv: row 2: area_px -250 is negative"):
+        fit_weight_model(root / "t.csv", root / "weights.csv", root / "m")
+    assert not (root / "m").exists()

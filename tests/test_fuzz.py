@@ -294,8 +294,8 @@ def _strict_json(path: Path):
 def check_outputs(out_dir: Path, coco_outputs: bool, decode: bool) -> list[str]:
     """Problems with what a run wrote: non-standard JSON, COCO that pycocotools refuses,
     masks it cannot decode (``decode``: converters write their own RLE; merge and split
-    pass segmentations through as they are, validate judges them), or leftover
-    temporary files."""
+    pass segmentations through, after the checks of validate), or leftover temporary
+    files."""
     from pycocotools.coco import COCO
 
     problems = []
@@ -309,7 +309,8 @@ def check_outputs(out_dir: Path, coco_outputs: bool, decode: bool) -> list[str]:
                     with contextlib.redirect_stdout(io.StringIO()):
                         coco = COCO(str(f))
                         for ann in coco.dataset["annotations"] if decode else []:
-                            coco.annToMask(ann)
+                            if ann.get("segmentation"):  # none: a box annotation
+                                coco.annToMask(ann)
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{f.name}: {type(e).__name__}: {str(e)[:150]}")
     return problems
@@ -411,7 +412,7 @@ def _run_mutants(ws: Path, main) -> tuple[Counter, list[str]]:
                 if digest([src, *extra]) != before:
                     failures.append(f"{where}: input changed")
                 problems = check_outputs(out, coco_outputs=name != "from-predictions",
-                                         decode=name in ("via", "labelme"))
+                                         decode=name in ("via", "labelme", "merge", "split"))
                 if outcome == "user_error" and name != "validate" and any(out.rglob("*.json")):
                     problems.append("a failed run left output files")
                 failures += [f"{where}: {p}" for p in problems]
@@ -480,3 +481,157 @@ def test_fuzz_exit_path_through_subprocesses(workspace, tmp_path):
         assert len(errors) == 1, (mutation, proc.stderr[-2000:])
         assert not (tmp_path / mutation / "out.json").exists(), mutation
         assert digest([cases[mutation][1]]) == before[mutation], mutation
+
+
+# ----------------------------------------------------------------------------- issue 18 probes
+def _counts():
+    return coco_file()["annotations"][1]["segmentation"]["counts"]
+
+
+#: Masks and boxes the probe saw merge / split pass on and validate refuse (and pycocotools
+#: raise on, or crash the process on: the RLE of size [24, 99999999]).
+BAD_ANNOTATIONS = {
+    "doubled counts": {"segmentation": {"size": [24, 32], "counts": _counts() * 2}},
+    "cut counts": {"segmentation": {"size": [24, 32], "counts": _counts()[:-3]}},
+    "junk counts": {"segmentation": {"size": [24, 32], "counts": "not an RLE ~~~"}},
+    "non-ASCII counts": {"segmentation": {"size": [24, 32], "counts": _counts() + "é"}},
+    "giant RLE size": {"segmentation": {"size": [24, 99999999], "counts": "0"}},
+    "nested polygon": {"segmentation": [[[2, 2], [14, 2], [14, 12], [2, 12]]]},
+    "bbox of 3": {"bbox": [1.0, 2.0, 3.0]},
+    "negative bbox": {"bbox": [16.0, 4.0, -12.0, 8.0]},
+}
+
+
+@pytest.mark.parametrize("case", BAD_ANNOTATIONS)
+def test_merge_split_and_validate_refuse_the_same_masks(workspace, case):
+    """One line from merge and split (nothing written), an error from validate: a file
+    that validate refuses never comes out of merge or split (issue 18)."""
+    main = _load_convert_main()
+    make_bases(workspace)
+    folder = workspace / f"bad_{case.replace(' ', '_').replace('-', '_')}"
+    folder.mkdir()
+    data = coco_file()
+    data["annotations"][1].update(BAD_ANNOTATIONS[case])
+    src = folder / "coco.json"
+    src.write_text(json.dumps(data))
+    before = digest([src])
+    outcomes = {}
+    for name, argv in [
+        ("merge", ["merge", str(src), str(workspace / "other_coco.json"), "--out",
+                   str(folder / "merged.json")]),
+        ("split", ["split", "--json", str(src), "--out-dir", str(folder / "split")]),
+        ("validate", ["validate", "--json", str(src), "--images", str(workspace / "images")]),
+    ]:
+        outcomes[name] = run_in_process(main, argv)
+    assert {n: o for n, (o, _) in outcomes.items()} == {
+        "merge": "user_error", "split": "user_error", "validate": "user_error"}, outcomes
+    assert "annotation 2" in outcomes["merge"][1] and "validate" in outcomes["merge"][1]
+    assert sorted(p.name for p in folder.iterdir()) == ["coco.json"]
+    assert digest([src]) == before
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_ANNOTATIONS if "counts" in c or "giant" in c])
+def test_from_predictions_refuses_malformed_rle_in_one_line(workspace, case):
+    """Results whose RLE pycocotools cannot decode (ValueError, UnicodeEncodeError, or a
+    crash of the process) are refused before any mask is decoded."""
+    main = _load_convert_main()
+    make_bases(workspace)
+    folder = workspace / f"pred_{case.replace(' ', '_').replace('-', '_')}"
+    folder.mkdir()
+    results = results_file()
+    results[0]["segmentation"] = BAD_ANNOTATIONS[case]["segmentation"]
+    src = folder / "results.json"
+    src.write_text(json.dumps(results))
+    outcome, detail = run_in_process(main, [
+        "from-predictions", "--results", str(src), "--coco", str(workspace / "base_coco.json"),
+        "--images", str(workspace / "images"), "--via-out", str(folder / "via.json")])
+    assert outcome == "user_error", detail
+    assert "prediction #0" in detail
+    assert not (folder / "via.json").exists()
+
+
+def test_names_too_long_for_the_file_system_are_one_line(workspace):
+    """An image name / imagePath of 300 characters (OSError: File name too long)."""
+    main = _load_convert_main()
+    sizes = {n: (workspace / "images" / n).stat().st_size for n in ("a.png", "b.png")}
+    folder = workspace / "long_names"
+    folder.mkdir()
+    via = via2_records(sizes)
+    next(iter(via.values()))["filename"] = "x" * 300 + ".png"
+    (folder / "via.json").write_text(json.dumps(via))
+    labelme = labelme_file()
+    labelme["imagePath"] = "y" * 300 + ".png"
+    (workspace / "images" / "long.json").write_text(json.dumps(labelme))
+    try:
+        for argv in (["via", "--via", str(folder / "via.json"), "--images",
+                      str(workspace / "images"), "--out", str(folder / "v.json")],
+                     ["labelme", "--input", str(workspace / "images" / "long.json"), "--out",
+                      str(folder / "l.json")]):
+            outcome, detail = run_in_process(main, argv)
+            assert outcome in ("ok", "user_error"), detail
+            assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    finally:
+        (workspace / "images" / "long.json").unlink()
+
+
+def test_a_labelme_file_with_millions_of_points_is_refused(workspace):
+    """The probe's MemoryError at 3.4 GB: refused in one line before numpy sees the list."""
+    from grape_instances.convert.labelme import MAX_POINTS
+
+    main = _load_convert_main()
+    data = labelme_file()
+    data["shapes"][0]["points"] = [[i % 30, i % 20] for i in range(MAX_POINTS + 1)]
+    src = workspace / "images" / "huge.json"
+    src.write_text(json.dumps(data))
+    try:
+        outcome, detail = run_in_process(main, ["labelme", "--input", str(src), "--out",
+                                                str(workspace / "huge_out.json")])
+    finally:
+        src.unlink()
+    assert outcome == "user_error" and f"more than {MAX_POINTS} points" in detail, detail
+    assert not (workspace / "huge_out.json").exists()
+
+
+def test_from_predictions_on_100k_records_is_bounded(workspace):
+    """The probe's hang (over 60 s at ~2 GB on 200,000 records): 100,000 detections of two
+    images. Each keeps its MAX_DETECTIONS_PER_IMAGE best; the rest is one counted warning,
+    and only the kept masks are checked and decoded."""
+    import resource
+    import time
+
+    from grape_instances.convert.predictions import MAX_DETECTIONS_PER_IMAGE
+
+    main = _load_convert_main()
+    make_bases(workspace)
+    base = results_file()
+    src = workspace / "many_results.json"
+    src.write_text(json.dumps([dict(base[i % 2], score=0.5 + (i % 1000) / 2000)
+                               for i in range(100_000)]))
+    out = workspace / "many_via.json"
+    started = time.process_time()
+    outcome, detail = run_in_process(main, [
+        "from-predictions", "--results", str(src), "--coco", str(workspace / "base_coco.json"),
+        "--images", str(workspace / "images"), "--via-out", str(out)])
+    cpu_s = time.process_time() - started
+    assert outcome == "ok", detail
+    project = json.loads(out.read_text())
+    regions = [len(img["regions"]) for img in project["_via_img_metadata"].values()]
+    assert regions == [MAX_DETECTIONS_PER_IMAGE, MAX_DETECTIONS_PER_IMAGE]
+    assert cpu_s < PER_CALL_TIMEOUT_S, cpu_s
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2_000_000  # KB: under 2 GB
+
+
+def test_a_via_project_whose_only_image_is_undecodable_is_refused(workspace):
+    """It used to write an empty COCO file and exit 0."""
+    main = _load_convert_main()
+    folder = workspace / "undecodable"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
+    data = via2_records({"a.png": 0, "b.png": 0})
+    data = {k: v for k, v in data.items() if v["filename"] == "a.png"}
+    (folder / "via.json").write_text(json.dumps(data))
+    outcome, detail = run_in_process(main, ["via", "--via", str(folder / "via.json"), "--images",
+                                            str(folder / "images"), "--out",
+                                            str(folder / "out.json")])
+    assert outcome == "user_error" and "no image could be converted" in detail, detail
+    assert not (folder / "out.json").exists()

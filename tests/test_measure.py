@@ -328,3 +328,93 @@ def test_model_form_predicts_measures_and_labels(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["row1__p1.png",
                                                                    "row2__p2.png"]
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- issue 18 probes
+@pytest.mark.parametrize("camera, message", [
+    (["--fx", "1e308"], "fx = 1e+308 px is outside"),  # every size would round to 0
+    (["--fx", "1e-320"], "e-321 px is outside"),  # a denormal: sizes overflow
+    (["--fx", "0.001"], "fx = 0.001 px is outside"),  # a tiny focal length
+    (["--fx", "1e5", "--fy", "1e-5"], "fy = 1e-05 px is outside"),
+    (["--fx", "2000", "--fy", "100"], "fx / fy = 2000 / 100 = 20"),  # no camera's pixels
+    (["--fov-deg", "179.9999999"], "gives a focal length of"),
+    ({"fx": True, "fy": 500}, "fx = true is not a number"),
+    ({"fx": "500"}, 'fx = "500" is not a number'),
+    ({"fx": 1e-320}, "e-321 px is outside"),
+])
+def test_degenerate_camera_intrinsics_are_one_line(scene, capsys, camera, message):
+    root, _ = scene
+    if isinstance(camera, dict):
+        (root / "camera.json").write_text(json.dumps(camera))
+        camera = ["--camera", str(root / "camera.json")]
+    err = main_error(capsys, ["--coco", str(root / "masks.json"), "--images",
+                              str(root / "images"), "--depth", str(root / "depth"), *camera,
+                              "--out", str(root / "t.csv")])
+    assert message in err, err
+    assert not (root / "t.csv").exists()
+
+
+def _png_header(width: int, height: int, bit_depth: int = 16, color_type: int = 0) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` and that holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_depth_png_claiming_a_huge_size_is_one_line(scene, capsys):
+    root, _ = scene
+    (root / "depth" / "vineA" / "a1.png").write_bytes(_png_header(60000, 60000))
+    err = main_error(capsys, ["--coco", str(root / "masks.json"), "--images",
+                              str(root / "images"), "--depth", str(root / "depth"), "--fx",
+                              "500", "--out", str(root / "t.csv")])
+    assert "a1.png" in err and ("above the limit" in err or "decompression-bomb" in err), err
+
+
+@pytest.mark.parametrize("bundle, message", [
+    ({"format": 1, "features": ["area_px"]}, "without name, estimator"),
+    ({"format": 1, "name": "x", "features": ["area_px"], "estimator": "not a model"},
+     "estimator (str) cannot predict"),
+    ({"format": 1, "name": "x", "features": ["no_such_column"], "estimator": None},
+     "are not columns of the bunch table"),
+])
+def test_broken_weight_model_files_are_one_line(scene, capsys, bundle, message):
+    import joblib
+
+    root, _ = scene
+    joblib.dump(bundle, root / "model.joblib")
+    err = main_error(capsys, ["--coco", str(root / "masks.json"), "--images",
+                              str(root / "images"), "--weight-model", str(root / "model.joblib"),
+                              "--out", str(root / "t.csv")])
+    assert message in err, err
+
+
+def test_a_weight_model_for_other_columns_is_one_line(scene, capsys):
+    """A fitted estimator that expects more columns than the model file lists."""
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    root, _ = scene
+    fitted = LinearRegression().fit(np.ones((4, 3)) * np.arange(4)[:, None], np.arange(4))
+    joblib.dump({"format": 1, "name": "x", "features": ["area_px"], "estimator": fitted},
+                root / "model.joblib")
+    err = main_error(capsys, ["--coco", str(root / "masks.json"), "--images",
+                              str(root / "images"), "--weight-model", str(root / "model.joblib"),
+                              "--out", str(root / "t.csv")])
+    assert "the weight model cannot predict from its features" in err, err
+    assert not (root / "t.csv").exists()
+
+
+def test_tile_minus_one_is_refused(tmp_path, capsys):
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((64, 64, 3), 90, np.uint8))
+    err = main_error(capsys, ["--config-file", DEMO_CONFIG, "--input", str(photo), "--tile",
+                              "-1", "--out", str(tmp_path / "t.csv"), "--opts",
+                              "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(photo)])
+    assert "TEST.TILE_SIZE (--tile) -1" in err, err

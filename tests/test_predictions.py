@@ -256,3 +256,43 @@ def test_bad_prediction_files(tmp_path, tiny_synth, predictions):
     with pytest.raises(GrapeInputError, match="already exists"):
         convert_predictions(results, images, coco_json=coco, via_out=out)
     assert out.read_text() == "mine"
+
+
+def test_visualize_results_keep_the_jsons_category_ids(tmp_path):
+    """A dataset whose category ids are 3 and 7: the results name 3 and 7 (Detectron2's
+    contiguous 0 and 1 mapped back), not 1 and 2 (issue 18)."""
+    import torch
+    from detectron2.data import MetadataCatalog
+    from detectron2.structures import Boxes, Instances
+
+    from grape_instances.data.datasets import register_coco_dataset
+    from grape_instances.inference.writers import _draw_all
+
+    photo = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(photo)
+    coco = tmp_path / "ids37.json"
+    coco.write_text(json.dumps({"images": [], "annotations": [], "categories": [
+        {"id": 7, "name": "leaf"}, {"id": 3, "name": "bunch"}]}))
+    register_coco_dataset("ids37_test", str(coco), str(tmp_path))
+    metadata = MetadataCatalog.get("ids37_test")
+    assert metadata.thing_classes == ["bunch", "leaf"]  # id order, as Detectron2 loads them
+
+    class FixedPredictor:  # what a trained two-class model returns: classes 0 and 1
+        def __init__(self):
+            self.metadata = metadata
+
+        def __call__(self, image):
+            inst = Instances(image.shape[:2])
+            inst.pred_boxes = Boxes(torch.tensor([[2.0, 2.0, 12.0, 12.0], [20, 4, 30, 14]]))
+            inst.scores = torch.tensor([0.9, 0.8])
+            inst.pred_classes = torch.tensor([0, 1])
+            masks = torch.zeros(2, *image.shape[:2], dtype=torch.bool)
+            masks[0, 2:12, 2:12] = masks[1, 4:14, 20:30] = True
+            inst.pred_masks = masks
+            return {"instances": inst}
+
+    out = tmp_path / "vis"
+    out.mkdir()
+    summary = _draw_all(FixedPredictor(), [photo], out, out)
+    results = json.loads(open(summary["results"]).read())
+    assert [r["category_id"] for r in results] == [3, 7]

@@ -197,6 +197,20 @@ def test_missing_config_is_one_line_error(tmp_path):
     assert_user_error(proc, "nope.yaml", "not found")
 
 
+@pytest.mark.parametrize("tool, args", [
+    ("train_net.py", ["--config-file", "nope.yaml"]),
+    ("visualize.py", ["--config-file", "nope.yaml", "--input", "x.jpg", "--output", "o"]),
+    ("measure.py", ["--config-file", "nope.yaml", "--input", "x.jpg", "--out", "t.csv"]),
+])
+def test_a_one_line_error_is_the_only_line(tool, args, tmp_path):
+    """No torch.jit FutureWarning from Detectron2's imports before the error (issue 18:
+    it was printed twice)."""
+    proc = run_tool(tool, *[str(tmp_path / a) if a.startswith("nope") else a for a in args])
+    assert_user_error(proc, "nope.yaml")
+    assert proc.stderr.strip().splitlines() == [
+        ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")], proc.stderr
+
+
 def test_unknown_dataset_is_one_line_error(tiny_synth, tmp_path):
     proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
                     *tiny_training_opts(tiny_synth, tmp_path), "DATASETS.TEST", "('no_such_set',)")
@@ -249,3 +263,26 @@ def test_config_is_built_and_datasets_registered_once(trained_model, tiny_synth,
     runpy.run_path(str(REPO / "tools" / "train_net.py"), run_name="__main__")
     assert calls == {"build_config": 1, "register_from_config": 1}
     assert (tmp_path / "eval" / "inference" / "coco_instances_results.json").is_file()
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_a_mask_rcnn_run_writes_only_into_output_dir(tiny_synth, tmp_path):
+    """Training plus evaluation (which scores instance models as semantic maps too), started
+    in an empty working folder with the default label-map cache: nothing appears there,
+    nothing in the dataset folder changes; the cache lives in OUTPUT_DIR (issue 18)."""
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    opts = [o for pair in zip(*[iter(tiny_training_opts(tiny_synth, out, max_iter=2))] * 2,
+                              strict=True)
+            if pair[0] != "DATASETS.SEMANTIC_CACHE_DIR" for o in pair]
+    before = _snapshot(tiny_synth)
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"),
+                           "--config-file", DEMO_CONFIG, *opts], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    assert _snapshot(tiny_synth) == before
+    assert list((out / "semantic_cache").rglob("*.png"))  # the maps evaluation derived

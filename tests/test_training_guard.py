@@ -177,16 +177,20 @@ def test_validate_and_the_check_before_training_refuse_each_crasher(
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda d: [a.update(iscrowd=1) for a in d["annotations"]], "no annotation to train on"),
+    (lambda d: [a.update(iscrowd=1) for a in d["annotations"]], "only crowd regions"),
+    (lambda d: d.update(annotations=[]), "no annotations at all"),
     (lambda d: d.update(images=[], annotations=[]), "no images"),
 ])
 def test_nothing_to_train_on_is_refused(polygon_coco, tiny_synth, tmp_path, mutate, message):
-    """Detectron2 asserts ("No valid data found", "Dataset is empty") on these."""
+    """Detectron2 asserts ("No valid data found", "Dataset is empty") on these; validate
+    refuses them too, with the same line (issue 18: it used to pass them)."""
     json_file = write_case(polygon_coco, tmp_path, mutate)
     cfg, name = case_config(json_file, tiny_synth / "images" / "train", tmp_path)
     assert detectron2_failure(cfg, name) == "AssertionError"
     with pytest.raises(GrapeInputError, match=message):
         check_config(cfg, eval_only=False)
+    report = V.validate_coco_file(json_file, tiny_synth / "images" / "train")
+    assert any(message in kind for kind in report.errors.counts), report.format()
 
 
 def test_box_only_data_trains_a_box_model_and_is_checked_as_such(polygon_coco, tiny_synth,
@@ -427,3 +431,69 @@ def test_converters_skip_a_region_with_a_huge_coordinate(tmp_path):
     summary = convert_via(tmp_path / "via.json", images, tmp_path / "out.json")
     assert summary["warnings"][FAR_OUTSIDE] == 1
     assert len(json.loads((tmp_path / "out.json").read_text())["annotations"]) == 1
+
+
+# ----------------------------------------------------------------------------- issue 18
+def test_windows_backslash_paths_pass_validate_and_training_alike(polygon_coco, tiny_synth,
+                                                                  tmp_path):
+    """"sub\\\\a.jpg" (a file exported on Windows): validate reads it as sub/a.jpg, and so
+    do the check before training and the loader (they used to refuse it: not found)."""
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    data = copy.deepcopy(polygon_coco)
+    for img in data["images"]:
+        (images / "sub" / img["file_name"]).write_bytes(
+            (tiny_synth / "images" / "train" / img["file_name"]).read_bytes())
+        img["file_name"] = "sub\\" + img["file_name"]
+    json_file = tmp_path / "windows.json"
+    json_file.write_text(json.dumps(data))
+    assert V.validate_coco_file(json_file, images).ok
+    cfg, name = case_config(json_file, images, tmp_path)
+    check_config(cfg, eval_only=False)  # no error
+    records = get_detection_dataset_dicts([name], filter_empty=True)
+    assert records and all(os.path.isfile(r["file_name"]) for r in records)
+
+
+def test_annotations_without_iscrowd_are_scored_as_validate_reads_them(polygon_coco,
+                                                                       tiny_synth, tmp_path):
+    """validate warns "0 assumed"; COCO evaluation assumes the same instead of raising
+    KeyError: 'iscrowd' at the end of a training."""
+    from grape_instances.engine.trainer import LoadedImagesCOCOEvaluator
+
+    json_file = write_case(polygon_coco, tmp_path,
+                           lambda d: [a.pop("iscrowd") for a in d["annotations"]])
+    report = V.validate_coco_file(json_file, tiny_synth / "images" / "train")
+    assert report.ok and "without 'iscrowd'" in report.format()
+    name = unique_name("no_iscrowd")
+    register_coco_dataset(name, json_file, str(tiny_synth / "images" / "train"))
+    evaluator = LoadedImagesCOCOEvaluator(name, tasks=("segm",), output_dir=None,
+                                          use_fast_impl=False)
+    gt = json.loads(Path(json_file).read_text())["annotations"]
+    by_image: dict = {}
+    for ann in gt:  # the ground truth as predictions: AP 100
+        rle = mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], 128, 128))
+        rle["counts"] = rle["counts"].decode("ascii")
+        by_image.setdefault(ann["image_id"], []).append(
+            {"image_id": ann["image_id"], "category_id": 0, "bbox": ann["bbox"],
+             "score": 0.9, "segmentation": rle})
+    evaluator._predictions = [{"image_id": i, "instances": v} for i, v in by_image.items()]
+    results = evaluator.evaluate()
+    assert results["segm"]["AP"] == pytest.approx(100.0, abs=0.5)
+
+
+def test_a_decompression_bomb_among_the_images_is_refused_before_training(polygon_coco,
+                                                                         tiny_synth, tmp_path):
+    """A training image replaced by a PNG whose header claims 60000 x 60000: one line
+    before anything is built (it used to pass as "unreadable" and crash the loader)."""
+    from tests.test_measure import _png_header
+
+    images = _copy_train_images(polygon_coco, tiny_synth, tmp_path / "images")
+    (images / polygon_coco["images"][0]["file_name"]).write_bytes(
+        _png_header(60000, 60000, bit_depth=8, color_type=2))
+    json_file = write_case(polygon_coco, tmp_path, lambda d: None)
+    cfg, _ = case_config(json_file, images, tmp_path)
+    with pytest.raises(GrapeInputError, match="images above the pixel limit") as e:
+        check_config(cfg, eval_only=False)
+    assert "\n" not in str(e.value)
+    report = V.validate_coco_file(json_file, images)
+    assert "images above the pixel limit" in report.errors.counts

@@ -144,3 +144,46 @@ def test_video_input_writes_an_annotated_video_and_counts(trained_model, tiny_sy
     rows = (tmp_path / "out" / "row_counts.csv").read_text().splitlines()
     assert rows[0] == "frame,time_s,bunches" and len(rows) == len(frames) + 1
     assert rows[2].startswith("1,0.200,")
+
+
+def _tiny_video(path, frames: int = 4):
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 64))
+    for i in range(frames):
+        writer.write(np.full((64, 64, 3), 40 * i, np.uint8))
+    writer.release()
+
+
+def test_an_interrupted_video_leaves_neither_file_nor_temporary(tmp_path, monkeypatch):
+    """Ctrl-C on the third frame: no video, no counts CSV, no hidden temporary; a video
+    already there from an earlier run is left whole (issue 18)."""
+    import pytest
+
+    from grape_instances.data.build import build_config
+    from grape_instances.inference import writers as predict
+
+    video = tmp_path / "row.avi"
+    _tiny_video(video)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "row.mp4").write_bytes(b"earlier video")
+    cfg = build_config(DEMO_CONFIG, ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64",
+                                     "INPUT.MAX_SIZE_TEST", "64"])
+    real_draw, calls = predict.draw_predictions, []
+
+    def draw_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_draw(*args)
+
+    monkeypatch.setattr(predict, "draw_predictions", draw_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        predict.visualize_video(cfg, video, out, allow_random_weights=True)
+    assert sorted(p.name for p in out.iterdir()) == ["row.mp4"]
+    assert (out / "row.mp4").read_bytes() == b"earlier video"
+    monkeypatch.undo()
+    done = predict.visualize_video(cfg, video, out, allow_random_weights=True)
+    assert done["frames"] == 4
+    assert sorted(p.name for p in out.iterdir()) == ["row.mp4", "row_counts.csv"]

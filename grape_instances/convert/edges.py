@@ -50,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path
+from ..core.fileio import atomic_outputs, refuse_existing
 from ..core.images import (
     DEFAULT_MAX_PIXELS,
     UndecodableImageError,
@@ -527,8 +527,7 @@ def convert_edges(
                          max_pixels=max_pixels, params=params, strict_images=strict_images)
     images_dir = Path(images_dir)
     for path in [out_json] + ([via_out] if via_out is not None else []):
-        if Path(path).exists() and not overwrite:  # before any work
-            check_output_path(path, overwrite)
+        refuse_existing(path, overwrite)  # before any work
     builder = CocoBuilder(records.categories, source=records.source)
     via_records: dict[str, dict] = {}
     warnings = records.warnings

@@ -71,7 +71,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.fileio import atomic_outputs, read_json, refuse_existing
 from ..core.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -548,8 +548,7 @@ def convert_grapesnet(
     images = scan_tree(root, layout, warnings)
     outputs = {s: Path(out_dir) / f"grapesnet_{s}.json" for s in SUBSETS}
     for path in outputs.values():
-        if path.exists() and not overwrite:  # refuse before any work
-            check_output_path(path, overwrite)
+        refuse_existing(path, overwrite)  # refuse before any work
     _check_depth_sizes(root, images, max_pixels, warnings)
     if weights is not None:
         table = read_weights(weights, key_column, weight_column, warnings, layout.rgb_tokens)

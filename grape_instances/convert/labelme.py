@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.fileio import atomic_outputs, check_output_path, read_json, refuse_existing
 from ..core.images import (
     DEFAULT_MAX_PIXELS,
     EXIF_ORIENTATION_TAG,
@@ -45,6 +45,7 @@ from ..core.images import (
     decode_cheaply,
     leave_out_undecodable,
     read_image_size,
+    refuse_all_undecodable,
     resolve_image_path,
 )
 from ..core.polygons import (
@@ -72,6 +73,10 @@ IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
 AREA_SHAPES = {"polygon", "rectangle", "circle", "oriented_rectangle", "mask"}
 
+#: Points in one labelme file beyond which it is refused: an exact outline of a bunch in a
+#: 2048 px photo has about 1,300, so a million is no annotation; millions of points took
+#: gigabytes of memory on their way to the rasteriser.
+MAX_POINTS = 1_000_000
 SKIPPED_TYPE = "line / linestrip / point shapes (no area, skipped)"
 MALFORMED = "malformed shapes (wrong point count or unreadable mask PNG, skipped)"
 EMPTY_MASK = "instances whose mask has no pixel (skipped)"
@@ -171,9 +176,16 @@ def load_labelme_file(path: Path) -> LabelmeFile:
             hint = " (it looks like COCO JSON)"
         raise GrapeInputError(f"{path}: not a labelme file (no 'shapes' list){hint}")
     shapes = []
+    total_points = 0
     for i, s in enumerate(data["shapes"]):
         if not isinstance(s, dict) or not isinstance(s.get("label"), str):
             raise GrapeInputError(f"{path}: shape {i} has no text 'label'")
+        points = s.get("points")
+        total_points += len(points) if isinstance(points, list) else 0
+        if total_points > MAX_POINTS:  # refused before numpy and the rasteriser see them
+            raise GrapeInputError(f"{path}: more than {MAX_POINTS} points in its shapes (shape "
+                                  f"{i} reaches {total_points}); a broken export, not an "
+                                  "outline")
         gid = s.get("group_id")
         if gid is not None and (not isinstance(gid, int) or isinstance(gid, bool)):
             raise GrapeInputError(f"{path}: shape {i} has a non-integer group_id {gid!r}")
@@ -380,6 +392,7 @@ def convert_labelme(
     Returns a summary like :func:`grape_instances.convert.via.convert_via`.
     """
     del keep_polygons  # masks come from labelme's rasteriser; polygons would re-rasterise
+    refuse_existing(out_path, overwrite, [*find_labelme_files(inputs), labels_file])
     out_path = check_output_path(out_path, overwrite)
     extract_dir = out_path.parent / f"{out_path.stem}_images"
     records = read_labelme(inputs, root=root, labels_file=labels_file, max_pixels=max_pixels,
@@ -394,6 +407,8 @@ def convert_labelme(
                 to_extract.append((rec.source, rec.path))
             image_id = builder.add_image(rec.file_name, rec.height, rec.width)
             add_instances(builder, image_id, rec.instances, warnings, EMPTY_MASK)
+        if builder.num_images == 0:
+            refuse_all_undecodable(records.undecodable, ", ".join(map(str, inputs)))
         builder.info["image_root"] = str(root_path)
         if to_extract and extract_dir.exists() and not overwrite:
             raise GrapeInputError(f"{extract_dir}: output already exists (pass --overwrite "
@@ -442,7 +457,7 @@ def _locate_image(lf: LabelmeFile, root: Path, extract_dir: Path, max_pixels: in
     if lf.image_name:
         path = resolve_image_path(lf.image_name, lf.json_path.parent, roots=[root],
                                   source=lf.json_path)
-        if path.exists() or not lf.has_image_data:
+        if os.path.exists(path) or not lf.has_image_data:  # False for a name too long
             size = read_image_size(path, max_pixels=max_pixels, source=lf.json_path,
                                    decode=True)
             return path, size, False

@@ -40,6 +40,7 @@ size keeps a few dozen at mask IoU ~0.99.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 from collections import defaultdict
@@ -51,13 +52,14 @@ import cv2
 import numpy as np
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path, read_json
+from ..core.fileio import atomic_outputs, read_json, refuse_existing
 from ..core.images import DEFAULT_MAX_PIXELS, list_image_files, read_image_size, resolve_image_path
 from ..core.masks import rle_to_mask
 from ..core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
 from ..core.warning_counter import WarningCounter
 from .coco import DEFAULT_CATEGORY
 from .labelme import labelme_record, labelme_shape
+from .validate import rle_string_counts
 from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,10 @@ DEFAULT_SIMPLIFY = 0.01
 # vertices (22 before) at mean mask IoU 0.985 (0.989 before, min 0.933 both); larger pieces
 # (a bunch split by a leaf) stay, as polygons of the same instance.
 SLIVER_FRACTION = 0.05
+#: Detections kept per image, the highest scores first: Detectron2 writes at most
+#: TEST.DETECTIONS_PER_IMAGE (100) per image; a results file with far more is not a model's
+#: output, and turning every one into polygons would run for minutes in gigabytes.
+MAX_DETECTIONS_PER_IMAGE = 300
 # What a results folder holds: visualize's file, then Detectron2's inference output.
 RESULTS_NAMES = ("coco_results.json", "coco_instances_results.json")
 # Images under --images that no prediction (and no predicted-images list) names.
@@ -128,8 +134,12 @@ def results_file(path: str | os.PathLike) -> Path:
     raise GrapeInputError(f"{path}: folder holds no {' or '.join(RESULTS_NAMES)}")
 
 
-def load_results(path: str | os.PathLike) -> list[dict]:
-    """Detectron2 instance predictions; a one-line error for anything else."""
+def load_results(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 check_counts: bool = True) -> list[dict]:
+    """Detectron2 instance predictions; a one-line error for anything else, masks included:
+    an RLE size above ``max_pixels`` or (``check_counts``; else see :func:`check_counts`)
+    counts that are not runs adding up to it, which pycocotools decodes with a ValueError
+    or a crash, are refused before any is decoded."""
     data = read_json(path)
     if not isinstance(data, list) or not all(
             isinstance(d, dict) and {"image_id", "category_id", "score"} <= d.keys()
@@ -152,7 +162,21 @@ def load_results(path: str | os.PathLike) -> list[dict]:
                                   "image_id and category_id, a numeric score, an RLE "
                                   "segmentation {size: [h, w], counts: text} and, if any, "
                                   "a text file_name)")
+        h, w = size
+        if h <= 0 or w <= 0 or (max_pixels is not None and h * w > max_pixels):
+            raise GrapeInputError(f"{path}: prediction #{i} has a mask of {h} x {w} pixels "
+                                  "(none, or above the --max-pixels limit)")
+        if check_counts:
+            check_rle_counts(d, i, path)
     return data
+
+
+def check_rle_counts(det: dict, index: int, path: str | os.PathLike) -> None:
+    """One line for a prediction whose RLE counts are not runs adding up to its size."""
+    h, w = det["segmentation"]["size"]
+    if rle_string_counts(det["segmentation"]["counts"], h * w) is None:
+        raise GrapeInputError(f"{path}: prediction #{index} has malformed RLE counts (not "
+                              "runs of pixels adding up to height x width)")
 
 
 def _is_key(value: Any) -> bool:
@@ -207,10 +231,13 @@ def _match_images(results: list[dict], results_json: Path, images_dir: Path,
         images[name] = name
     stems = {p.stem: p.name for p in list_image_files(images_dir)}
     keys: list[str] = []
+    found: dict[str, str | None] = {}  # file_name -> name: the file system asked once each
     for i, det in enumerate(results):
         file_name = det.get("file_name")
         if file_name:
-            name = _name_in_folder(file_name, images_dir)
+            if file_name not in found:
+                found[file_name] = _name_in_folder(file_name, images_dir)
+            name = found[file_name]
             if name is None:
                 raise GrapeInputError(f"{results_json}: prediction #{i} is of {file_name!r}, "
                                       f"which is not in --images {images_dir}")
@@ -290,11 +317,11 @@ def convert_predictions(
     if not images_dir.is_dir():
         raise GrapeInputError(f"{images_dir}: images folder not found")
     if via_out is not None:
-        check_output_path(via_out, overwrite)
+        refuse_existing(via_out, overwrite, [results_json, coco_json])
     if simplify < 0:
         raise GrapeInputError(f"--simplify {simplify}: must be >= 0 (0: exact outlines)")
     results_json = results_file(results_json)
-    results = load_results(results_json)
+    results = load_results(results_json, max_pixels, check_counts=False)  # the kept, below
     if coco_json is not None:
         images, cat_names = _coco_table(coco_json)
         keys = [det["image_id"] for det in results]
@@ -313,16 +340,34 @@ def convert_predictions(
     warnings = WarningCounter()
     _warn_not_predicted(images, images_dir, warnings)
     by_image: dict[Any, list[dict]] = defaultdict(list)
-    for det, key in zip(results, keys, strict=True):
+    for index, (det, key) in enumerate(zip(results, keys, strict=True)):
         if det["score"] >= score_threshold:
+            det["_index"] = index
             by_image[key].append(det)
+    dropped = 0
+    for key, dets in by_image.items():
+        if len(dets) > MAX_DETECTIONS_PER_IMAGE:
+            dropped += len(dets) - MAX_DETECTIONS_PER_IMAGE
+            by_image[key] = heapq.nlargest(MAX_DETECTIONS_PER_IMAGE, dets,
+                                           key=lambda d: d["score"])
+    if dropped:
+        logger.warning("%s: %d detections beyond %d per image (the highest scores kept) left "
+                       "out", results_json, dropped, MAX_DETECTIONS_PER_IMAGE)
+    checked: set[tuple[str, int]] = set()  # each distinct mask once: linear in what is kept
+    for dets in by_image.values():
+        for det in dets:
+            seg = det["segmentation"]
+            key = (seg["counts"], seg["size"][0] * seg["size"][1])
+            if key not in checked:
+                check_rle_counts(det, det["_index"], results_json)
+                checked.add(key)
 
     labelme_paths: dict[Any, Path] = {}
     if labelme_out is not None:
         for key, name in images.items():
             labelme_paths[key] = Path(labelme_out) / (Path(name).with_suffix(".json"))
         for p in labelme_paths.values():
-            check_output_path(p, overwrite)
+            refuse_existing(p, overwrite, [results_json, coco_json])
 
     via_images: dict[str, dict] = {}
     labelme_files: dict[Path, dict] = {}

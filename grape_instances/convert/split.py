@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path, read_json, write_json_atomic
+from ..core.fileio import (
+    atomic_outputs,
+    read_json,
+    refuse_existing,
+    write_json_atomic,
+)
 from .coco import supercategory_of
+from .validate import check_records
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,12 @@ def load_coco(path: str | os.PathLike) -> dict:
                 if not _is_id(rec[name]):
                     raise GrapeInputError(f"{path}: {what} #{i} has {name} "
                                           f"{repr(rec[name])[:40]} (must be an integer)")
+    report = check_records(data)  # masks and boxes: what validate and training refuse
+    if report.errors:
+        lines = report.errors.lines()
+        more = f" (and {len(lines) - 1} more kinds of error)" if len(lines) > 1 else ""
+        raise GrapeInputError(f"{path}: {lines[0]}{more}; `python tools/convert.py validate "
+                              f"--json {path} --images DIR` lists every problem")
     return data
 
 
@@ -170,8 +182,7 @@ def split_coco_file(
     stem = Path(json_path).stem
     paths = {s: Path(out_dir) / f"{stem}_{s}.json" for s in names}
     for p in paths.values():
-        if p.exists() and not overwrite:  # before any work; checked again under the lock
-            check_output_path(p, overwrite)
+        refuse_existing(p, overwrite, [json_path])  # before any work; again under the lock
     if group_by is not None and not any(group_by in img for img in data["images"]):
         raise GrapeInputError(f"{json_path}: no image record has the key {group_by!r} "
                               "given by --group-by")
@@ -300,7 +311,7 @@ def merge_coco_files(
     overwrite: bool = False,
 ) -> dict:
     """Merge COCO JSON files into ``out_path`` (atomic); returns the merged dict."""
-    check_output_path(out_path, overwrite)
+    refuse_existing(out_path, overwrite, [*inputs, label_map_file])
     if (image_dirs is None) != (image_root is None):
         raise GrapeInputError("--image-dirs and --image-root go together")
     rebase = None

@@ -44,6 +44,7 @@ from ..core.images import (
     DEFAULT_MAX_PIXELS,
     UnsupportedImageModeError,
     decode_image,
+    normalize_annotation_name,
     read_image_size,
     resolve_image_path,
 )
@@ -64,6 +65,11 @@ BOX_ONLY = ("annotations without a segmentation (box-only: a mask model cannot t
 UNSUPPORTED_MODE = ("images in a pixel format Detectron2 misreads (16-bit, 32-bit or float: "
                     "it clips them to nearly white; convert them to 8-bit)")
 UNREADABLE = "unreadable or empty image files"
+NO_IMAGES = "no images (Detectron2 refuses an empty dataset)"
+NO_ANNOTATIONS = ("no annotations at all (nothing to train on or to score; Detectron2 "
+                  "refuses such a dataset)")
+ONLY_CROWD = ("only crowd regions (iscrowd 1: ignored in training and scoring, so nothing to "
+              "train on or to score)")
 FAR_OUTSIDE = (f"polygon coordinates more than {OUTSIDE_MARGIN:g} image size outside the "
                "image (a broken export or coordinates of another image size)")
 
@@ -149,8 +155,8 @@ def _check_image_file(img: dict, images_dir: Path, roots: list[Path] | None, dee
     elif not _json_size_ok(img, max_pixels):
         report.errors.add("images above the pixel limit", f"{where}: JSON {w}x{h}")
         h = w = None
-    try:
-        path = (Path(os.path.join(images_dir, name)) if roots is None
+    try:  # Windows separators are read as "/" here and by the training loader alike
+        path = (Path(os.path.join(images_dir, normalize_annotation_name(name))) if roots is None
                 else resolve_image_path(name, images_dir, roots=roots))
         size = read_image_size(path, max_pixels=max_pixels)
     except UnsupportedImageModeError as e:
@@ -162,7 +168,7 @@ def _check_image_file(img: dict, images_dir: Path, roots: list[Path] | None, dee
             kind = "file names outside the images folder (refused)"
         elif "not found" in kind:
             kind = "image files not found"
-        elif "pixels, above the limit" in kind:
+        elif "pixels, above the limit" in kind or "decompression-bomb limit" in kind:
             kind = "images above the pixel limit"
         else:
             kind = UNREADABLE
@@ -406,6 +412,12 @@ def validate_coco(
             _check_annotation(ann, images, categories, report, masks, max_pixels)
             if not isinstance(ann.get("image_id"), (list, dict)):
                 used.add(ann.get("image_id"))
+    if not data["images"]:
+        report.errors.add(NO_IMAGES, str(json_path))
+    elif not data["annotations"]:
+        report.errors.add(NO_ANNOTATIONS, str(json_path))
+    elif not any(isinstance(a, dict) and not _crowd(a) for a in data["annotations"]):
+        report.errors.add(ONLY_CROWD, str(json_path))
     empty = len(set(images) - used)
     if empty:
         report.warnings.add(EMPTY_IMAGES, count=empty)
@@ -418,6 +430,30 @@ def validate_coco(
 EMPTY_IMAGES = ("images without annotations (negatives: training keeps them with "
                 "DATALOADER.FILTER_EMPTY_ANNOTATIONS False, as configs/mask_rcnn_grapes.yaml "
                 "sets, and drops them with True, the CPU configs' setting)")
+
+
+def check_records(data: dict, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ValidationReport:
+    """validate's errors about what a COCO dict says, without opening an image: image sizes
+    (positive, within ``max_pixels``) and every annotation's image, category, iscrowd, bbox,
+    area and mask (polygons, RLE sizes and counts). What merge and split check before they
+    write, so that neither passes on a file validate (and training) would refuse.
+    Annotations without a segmentation are fine (box data). ``data`` has the three lists
+    of objects (split.load_coco checks that first)."""
+    report = ValidationReport("<records>")
+    images = {img.get("id"): img for img in data["images"]
+              if not isinstance(img.get("id"), (list, dict))}
+    for img in images.values():
+        where = f"image {img.get('id')!r} ({img.get('file_name')})"
+        h, w = img.get("height"), img.get("width")
+        if not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+            report.errors.add("images without a positive integer height / width", where)
+        elif not _json_size_ok(img, max_pixels):
+            report.errors.add("images above the pixel limit", f"{where}: JSON {w}x{h}")
+    categories = {c.get("id"): c for c in data["categories"]
+                  if not isinstance(c.get("id"), (list, dict))}
+    for ann in data["annotations"]:
+        _check_annotation(ann, images, categories, report, masks=False, max_pixels=max_pixels)
+    return report
 
 
 def validate_coco_file(

@@ -33,8 +33,13 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import check_output_path, read_json
-from ..core.images import DEFAULT_MAX_PIXELS, checked_image_size, resolve_image_path
+from ..core.fileio import read_json, refuse_existing
+from ..core.images import (
+    DEFAULT_MAX_PIXELS,
+    checked_image_size,
+    refuse_all_undecodable,
+    resolve_image_path,
+)
 from ..core.polygons import (
     circle_through,
     ellipse_outline,
@@ -552,7 +557,7 @@ def convert_via(
     ``undecodable``. Raises GrapeInputError for anything that must stop the conversion
     (nothing is written).
     """
-    check_output_path(out_path, overwrite)
+    refuse_existing(out_path, overwrite, [via_path])
     records = read_via(via_path, images_dir, label_attr=label_attr, category=category,
                        group_attr=group_attr, keep_empty=keep_empty, max_pixels=max_pixels,
                        strict_images=strict_images)
@@ -564,6 +569,7 @@ def convert_via(
             add_instances(builder, image_id, rec.instances, warnings, EMPTY_MASK,
                           keep_polygons=keep_polygons)
         if builder.num_images == 0:
+            refuse_all_undecodable(records.undecodable, via_path)
             warnings.add(NO_IMAGES, str(via_path))
         builder.info["image_root"] = str(images_dir)
         builder.write(out_path, overwrite=overwrite)

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_outputs, check_output_path
+from ..core.fileio import atomic_outputs, refuse_existing
 from ..core.images import (
     DEFAULT_MAX_PIXELS,
     UndecodableImageError,
@@ -329,8 +329,7 @@ def convert_wgisd(
     outputs = {s: Path(out_dir) / f"wgisd_{s}.json" for s in splits}
     box_outputs = {s: Path(out_dir) / f"wgisd_{s}_boxes.json" for s in splits} if boxes_json else {}
     for path in [*outputs.values(), *box_outputs.values()]:
-        if path.exists() and not overwrite:  # refuse before any work; folders made at the end
-            check_output_path(path, overwrite)
+        refuse_existing(path, overwrite)  # refuse before any work; folders made at the end
     summary = WgisdSummary()
     warnings = WarningCounter()
     records = read_wgisd(root, max_pixels=max_pixels, strict_images=strict_images,

@@ -114,8 +114,9 @@ def _add_semantic_model_config(cfg: CN) -> None:
 
 def _add_semantic_view_config(cfg: CN) -> None:
     # Where the semantic view of a COCO instance dataset caches its derived label PNGs, one
-    # folder per hash of the JSON (grape_instances.data.semantic); relative to the working dir.
-    cfg.DATASETS.SEMANTIC_CACHE_DIR = paths.SEMANTIC_CACHE_ROOT
+    # folder per hash of the JSON (grape_instances.data.semantic); "" = OUTPUT_DIR/semantic_cache,
+    # so a run writes nothing outside OUTPUT_DIR. Share one folder between runs to reuse maps.
+    cfg.DATASETS.SEMANTIC_CACHE_DIR = ""
     # Semantic view of K categories: True = background + one merged foreground, False = K + 1.
     cfg.DATASETS.SEMANTIC_MERGE_CLASSES = False
 

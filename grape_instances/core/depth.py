@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import GrapeInputError
+from .images import DEFAULT_MAX_PIXELS, UndecodableImageError, read_image_size
 
 #: File types tried, in this order, for a depth image with the RGB image's stem.
 DEPTH_EXTENSIONS = (".png", ".tif", ".tiff")
@@ -33,7 +34,25 @@ def read_depth(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     """
     if not os.path.isfile(path):
         raise UndecodableDepthError(f"{path}: depth image not found")
-    depth = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    # the header first: a file claiming 60000 x 60000 pixels is refused before decoding
+    try:
+        header = read_image_size(path, max_pixels=DEFAULT_MAX_PIXELS, photo=False)
+    except UndecodableImageError as e:
+        reason = str(e).split(": ", 1)[-1]
+        raise UndecodableDepthError(f"{path}: cannot decode the depth image ({reason})"
+                                    ) from None
+    if size is not None and (header.height, header.width) != tuple(size) and \
+            header.orientation == 1:
+        raise GrapeInputError(
+            f"{path}: depth image is {header.width}x{header.height} but its RGB image is "
+            f"{size[1]}x{size[0]} (they must be aligned pixel for pixel)"
+        )
+    try:
+        depth = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV's own size limit, a header it cannot parse
+        reason = (str(e).strip().splitlines() or ["OpenCV error"])[-1][:120]
+        raise UndecodableDepthError(f"{path}: cannot decode the depth image ({reason})"
+                                    ) from None
     if depth is None:
         raise UndecodableDepthError(f"{path}: cannot decode the depth image")
     if depth.ndim != 2 or depth.dtype != np.uint16:

@@ -170,8 +170,13 @@ def resolve_image_path(
 
 def _check_readable_file(path: Path, source: str | os.PathLike | None) -> None:
     ref = f" (referenced by {source})" if source is not None else ""
-    if not path.exists():
-        raise GrapeInputError(f"{path}: image not found{ref}")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise GrapeInputError(f"{path}: image not found{ref}") from None
+    except OSError as e:  # a name too long for the file system, a loop of links...
+        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:120]}..."
+        raise GrapeInputError(f"{shown}: image not found ({e.strerror}){ref}") from None
     if not path.is_file():
         raise GrapeInputError(f"{path}: not a regular file{ref}")
     if path.stat().st_size == 0:
@@ -269,6 +274,15 @@ def leave_out_undecodable(
         raise error
     warnings.add(UNDECODABLE, str(error.path))
     logger.warning("%s; left out (pass --strict-images to refuse instead)", error)
+
+
+def refuse_all_undecodable(undecodable: list[str], source: str | os.PathLike) -> None:
+    """An empty output because every image listed failed to decode is no conversion: one
+    line naming the first (exit 1), not an empty COCO file and exit 0."""
+    if undecodable:
+        more = f" (and {len(undecodable) - 1} more)" if len(undecodable) > 1 else ""
+        raise GrapeInputError(f"{source}: no image could be converted, every one it lists is "
+                              f"undecodable: {undecodable[0]}{more}")
 
 
 def checked_image_size(

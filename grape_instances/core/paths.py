@@ -25,7 +25,7 @@ D4_ROOT = "datasets/grapes_d4"  # --dataset4, make weigh
 VINEYARD_ROOT = "datasets/vineyard"  # --vineyard, make pretrain-ablation
 EDGES_SAMPLE_IMAGES = "datasets/edges_sample/images"  # --edges-sample, make auto-annotate
 REAL_DATA_DIR = "datasets/real"  # make real: the converted and split WGISD JSON files
-SEMANTIC_CACHE_ROOT = "datasets/.semantic_cache"  # DATASETS.SEMANTIC_CACHE_DIR's default
+SEMANTIC_CACHE_ROOT = "datasets/.semantic_cache"  # semantic_view's default without a config
 WGISD_ROOT = "../shared/real-data/wgisd-train"  # the shared WGISD photos (make real)
 
 #: The stamp every generator writes last (also the Makefile's target for the dataset).

@@ -19,6 +19,7 @@ from detectron2.data.datasets import load_coco_json
 from ..core import paths as synthetic_layout
 from ..core.errors import GrapeInputError
 from ..core.fileio import read_json
+from ..core.images import normalize_annotation_name
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +38,24 @@ def read_thing_classes(json_file: str | os.PathLike) -> list[str]:
     Cached per file version: configs are built and datasets registered several times per
     process, and the JSON may be big.
     """
+    return [name for _, name in _read_categories(json_file)]
+
+
+def read_category_ids(json_file: str | os.PathLike) -> dict[int, int]:
+    """``{COCO category id: contiguous id}`` of a COCO JSON, as Detectron2's loader makes
+    ``thing_dataset_id_to_contiguous_id`` (ids in sorted order): how a prediction's class
+    index maps back to the JSON's ``category_id`` (ids 3 and 7 are not 1 and 2)."""
+    return {cid: i for i, (cid, _) in enumerate(_read_categories(json_file))}
+
+
+def _read_categories(json_file: str | os.PathLike) -> tuple[tuple, ...]:
     st = os.stat(json_file)
-    return list(_read_thing_classes(os.path.abspath(json_file), st.st_mtime_ns, st.st_size))
+    return _read_category_table(os.path.abspath(json_file), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=64)
-def _read_thing_classes(json_file: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
+def _read_category_table(json_file: str, _mtime_ns: int, _size: int) -> tuple[tuple, ...]:
+    """``(id, name)`` of every category in id order."""
     data = read_json(json_file)  # masks stay undecoded strings / lists here
     categories = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(categories, list) or not categories:
@@ -52,7 +65,11 @@ def _read_thing_classes(json_file: str, _mtime_ns: int, _size: int) -> tuple[str
     ids = [c["id"] for c in categories]
     if len(set(ids)) != len(ids):
         raise GrapeInputError(f"{json_file}: category ids {ids} are not unique")
-    return tuple(str(c["name"]) for c in sorted(categories, key=lambda c: c["id"]))
+    try:
+        ordered = sorted(categories, key=lambda c: c["id"])
+    except TypeError:  # ids of mixed types (1 and "2"): no order Detectron2 could use either
+        raise GrapeInputError(f"{json_file}: category ids {ids} are not all integers") from None
+    return tuple((c["id"], str(c["name"])) for c in ordered)
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
@@ -74,6 +91,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     extra = {"thing_classes": thing_classes} if thing_classes is not None else {}
+    if thing_classes is not None:  # what load_coco_json sets too, known before it runs
+        extra["thing_dataset_id_to_contiguous_id"] = read_category_ids(json_file)
     # Detectron2's register_coco_instances, with the images' depth files kept.
     DatasetCatalog.register(name, lambda: load_coco_records(json_file, image_root, name))
     MetadataCatalog.get(name).set(
@@ -89,6 +108,11 @@ def load_coco_records(json_file: str, image_root: str, name: str | None = None) 
     The JSON is parsed a second time only when it mentions ``depth_file`` at all.
     """
     records = load_coco_json(json_file, image_root, name)
+    prefix = os.path.join(image_root, "")
+    for record in records:  # names written on Windows: "sub\\a.jpg", as validate reads them
+        rel = record["file_name"][len(prefix):]
+        if "\\" in rel and record["file_name"].startswith(prefix):
+            record["file_name"] = prefix + normalize_annotation_name(rel)
     with open(json_file, "rb") as f:
         if b'"depth_file"' not in f.read():
             return records

@@ -215,9 +215,15 @@ def semantic_view(
     return name
 
 
+def semantic_cache_dir(cfg) -> str:
+    """The config's label-map cache: ``DATASETS.SEMANTIC_CACHE_DIR``, or by default
+    ``OUTPUT_DIR/semantic_cache`` (never a folder relative to where the run started)."""
+    return cfg.DATASETS.SEMANTIC_CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "semantic_cache")
+
+
 def semantic_view_for_config(cfg, instance_name: str) -> str:
     """:func:`semantic_view` with the cache folder, ignore value and merge mode of a config."""
     return semantic_view(
-        instance_name, cfg.DATASETS.SEMANTIC_CACHE_DIR, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        instance_name, semantic_cache_dir(cfg), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         cfg.DATASETS.SEMANTIC_MERGE_CLASSES,
     )

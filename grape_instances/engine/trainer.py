@@ -54,7 +54,14 @@ def compiled_ops_available() -> bool:
 
 class LoadedImagesCOCOEvaluator(COCOEvaluator):
     """COCOEvaluator scoring only the images that were predicted, like the other evaluators:
-    an undecodable image left out of the evaluation must not count its bunches as misses."""
+    an undecodable image left out of the evaluation must not count its bunches as misses.
+    Annotations without ``iscrowd`` count as 0, as validate, Detectron2's loader and the
+    other evaluators read them (COCOeval itself raises KeyError on them)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for ann in self._coco_api.dataset.get("annotations", []):
+            ann.setdefault("iscrowd", 0)  # the index holds the same dicts
 
     def _eval_predictions(self, predictions, img_ids=None):
         if img_ids is None:  # Detectron2's default, the whole JSON
@@ -157,7 +164,7 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg: CfgNode, model, evaluators=None):
         """DefaultTrainer.test, on tiles for instance models when ``TEST.TILE_SIZE`` > 0, so
         that the scores measure what tiled prediction delivers."""
-        if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
+        if TiledModel.enabled(cfg) and not is_semantic_model(cfg):
             model = TiledModel.from_config(cfg, model)
         return super().test(cfg, model, evaluators)
 

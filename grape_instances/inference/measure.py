@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..convert.coco import DEFAULT_CATEGORY
 from ..core.depth import find_depth, read_depth
 from ..core.errors import GrapeInputError
-from ..core.fileio import replacing_folder
+from ..core.fileio import check_not_input, refuse_existing, replacing_folder
 from ..core.images import decode_image
 from ..core.warning_counter import WarningCounter
 from ..measure.depth import Camera, metric_features
@@ -46,11 +46,7 @@ NO_WEIGHT = "bunches without a weight (the model needs depth features they lack)
 def _check_outputs(out_csv: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
     """Refuse, before any work, outputs that exist or that are one of the inputs."""
     for path in output_paths(out_csv).values():
-        if any(path.resolve() == Path(p).resolve() for p in inputs):
-            raise GrapeInputError(f"{path}: output would overwrite an input")
-        if path.exists() and not overwrite:
-            raise GrapeInputError(f"{path}: output already exists (pass --overwrite to "
-                                  "replace it)")
+        refuse_existing(path, overwrite, inputs)
 
 
 def _masks(job: ImageJob, image: np.ndarray, predictor: Predictor | None, source: str,
@@ -94,7 +90,10 @@ def measure_jobs(
     holds those of reading the jobs (crowd regions, images not predicted), logged and
     counted with the rest."""
     out_csv = Path(out_csv)
-    _check_outputs(out_csv, overwrite, [Path(p) for p in inputs])
+    inputs = [*inputs, *(j.path for j in jobs), *(j.depth_path for j in jobs if j.depth_path),
+              *([depth_dir] if depth_dir is not None else []),
+              *([weight_model.path] if weight_model is not None else [])]
+    _check_outputs(out_csv, overwrite, inputs)
     warnings = warnings if warnings is not None else WarningCounter()
     depth_dir = Path(depth_dir) if depth_dir is not None else None
     model_needs_depth = bool(getattr(predictor, "needs_depth", False))
@@ -118,6 +117,7 @@ def measure_jobs(
                               f"({', '.join(weight_model.features)}); give --depth (or a COCO "
                               "file with depth_file) and the camera")
     if overlays is not None:
+        check_not_input(overlays, inputs, folder=True)
         check_output_folder(Path(overlays), [j.path for j in jobs])
     # the file's own category names, drawn on the overlays (in order of first appearance)
     file_classes = list(dict.fromkeys(m.category for j in jobs for m in (j.masks or [])))

@@ -37,6 +37,7 @@ class Predictor(DefaultPredictor):
 
     def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
         check_depth_config(cfg)
+        tiled = TiledModel.enabled(cfg)  # a bad TEST.TILE_SIZE before the model is built
         self.max_depth_mm = cfg.INPUT.DEPTH.MAX_MM if cfg.INPUT.DEPTH.ENABLED else None
         weights = cfg.MODEL.WEIGHTS
         if not weights and not allow_random_weights:
@@ -55,7 +56,7 @@ class Predictor(DefaultPredictor):
         super().__init__(blank)
         self.cfg = cfg.clone()
         GrapeCheckpointer(self.model).load(weights)
-        if cfg.TEST.TILE_SIZE > 0 and not is_semantic_model(cfg):
+        if tiled and not is_semantic_model(cfg):
             self.model = TiledModel.from_config(cfg, self.model)
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
         self.metadata = MetadataCatalog.get(name)

@@ -273,6 +273,16 @@ class TiledModel(nn.Module):
         self.windows_per_batch = max(1, int(windows_per_batch))
         self.train(model.training)
 
+    @staticmethod
+    def enabled(cfg: CfgNode) -> bool:
+        """Whether ``cfg`` asks for tiled inference (``TEST.TILE_SIZE`` > 0); a negative size
+        (``--tile -1``) is one line, not whole-image inference in silence."""
+        size = cfg.TEST.TILE_SIZE
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise GrapeInputError(f"TEST.TILE_SIZE (--tile) {size!r}: must be 0 (whole image) "
+                                  "or a window size in pixels")
+        return size > 0
+
     @classmethod
     def from_config(cls, cfg: CfgNode, model: nn.Module) -> TiledModel:
         """Wrap ``model`` with the ``TEST.TILE_*`` settings of ``cfg``."""

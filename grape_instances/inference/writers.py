@@ -17,7 +17,16 @@ from tqdm import tqdm
 from ..convert.predictions import predicted_images_file, predicted_images_record
 from ..core.depth import DEPTH_EXTENSIONS, find_depth, read_depth
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_open, make_parent, replacing_folder, write_json_atomic
+from ..core.fileio import (
+    atomic_open,
+    atomic_outputs,
+    check_not_input,
+    make_parent,
+    path_exists,
+    refuse_existing,
+    replacing_folder,
+    write_json_atomic,
+)
 from ..core.images import IMAGE_EXTENSIONS, decode_image
 from ..data.semantic import write_label_png
 from .draw import draw_predictions
@@ -32,6 +41,8 @@ OUTPUT_SUFFIXES = {".png", ".json", ".csv"}
 def check_output_folder(output_dir: Path, inputs: Sequence[Path]) -> None:
     """Refuse a folder visualize must not replace: a file, the inputs' own folder (overlays
     would mix with, or overwrite, the photos), or one holding files it did not write."""
+    if not path_exists(output_dir):  # one line for a name too long
+        return
     if output_dir.is_file() or (output_dir.exists() and not output_dir.is_dir()):
         raise GrapeInputError(f"{output_dir}: --output exists and is not a folder")
     if not output_dir.is_dir():
@@ -80,12 +91,18 @@ def visualize_files(
         if not os.path.isdir(depth_dir):
             raise GrapeInputError(f"{depth_dir}: --depth folder not found")
     output = Path(output)
-    single_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
+    single_file = output.suffix.lower() in IMAGE_EXTENSIONS and not (
+        path_exists(output) and output.is_dir())
     if single_file and len(inputs) != 1:
         raise GrapeInputError(f"{output}: --output names one image file but {len(inputs)} "
                               "images were given; give a folder")
-    if not single_file:
+    protected = [*inputs, *([depth_dir] if depth_dir is not None else [])]
+    if single_file:  # neither the overlay nor the results JSON beside it may be an input
+        refuse_existing(output, True, protected)
+        refuse_existing(output.with_name(f"{output.stem}_results.json"), True, protected)
+    else:
         check_output_folder(output, inputs)
+        check_not_input(output, protected, folder=True)  # an input deeper inside, the depth
     predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
     if single_file:
         make_parent(output)  # one line when a file stands in the way
@@ -107,6 +124,7 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
     label_maps: list[str] = []
     skipped: list[str] = []
     used_names: set[str] = set()
+    dataset_ids = category_ids_of(predictor.metadata)
     for image_id, path in enumerate(tqdm(inputs, desc="visualize", unit="img"), start=1):
         try:
             image = decode_image(path, format="BGR")
@@ -132,7 +150,7 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
         if "instances" in outputs:
             for r in instances_to_coco_json(outputs["instances"].to("cpu"), image_id):
                 r["file_name"] = str(path)
-                r["category_id"] += 1  # COCO category ids start at 1, like our converters
+                r["category_id"] = dataset_ids.get(r["category_id"], r["category_id"] + 1)
                 results.append(r)
     if not written:
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
@@ -152,6 +170,14 @@ def _depth_file(depth_dir: Path, photo: Path) -> Path:
     """The photo's depth image under ``depth_dir`` (core.depth's one lookup); the name of the
     first candidate when there is none, so the error names the file that was expected."""
     return find_depth(depth_dir, photo.name) or depth_dir / f"{photo.stem}{DEPTH_EXTENSIONS[0]}"
+
+
+def category_ids_of(metadata) -> dict[int, int]:
+    """``{contiguous class index: COCO category_id}`` of the dataset the model was trained
+    on (its JSON's ids, e.g. 3 and 7); without a registered dataset, ids 1..K like our
+    converters write."""
+    mapping = metadata.get("thing_dataset_id_to_contiguous_id") or {}
+    return {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
 
 
 def write_image_atomic(path: Path, image_bgr: np.ndarray) -> None:
@@ -181,14 +207,13 @@ def visualize_video(
     if not video.is_file():
         raise GrapeInputError(f"{video}: no such video file")
     if output.suffix.lower() not in VIDEO_CODECS:
-        if output.exists() and not output.is_dir():
+        if path_exists(output) and not output.is_dir():
             raise GrapeInputError(f"{output}: --output must be a folder or a .mp4/.avi/.mkv file")
         output = output / f"{video.stem}.mp4"
     if cfg.INPUT.DEPTH.ENABLED:
         raise GrapeInputError(f"{video}: an RGB-D model (INPUT.DEPTH.ENABLED) cannot run on a "
                               "video, which has no depth images")
-    if output.resolve() == video.resolve():
-        raise GrapeInputError(f"{output}: --output would overwrite the input video")
+    check_not_input(output, [video])
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise GrapeInputError(f"{video}: OpenCV cannot open this video")
@@ -196,36 +221,39 @@ def visualize_video(
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     counts_path = output.with_name(f"{output.stem}_counts.csv")
-    make_parent(output)  # one line when a file stands in the way
-    tmp_video = output.with_name(f".{output.stem}.tmp{output.suffix}")
-    writer = None
     rows = ["frame,time_s,bunches"]
-    try:
-        with tqdm(total=total, desc="video", unit="frame") as bar:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                outputs = predictor(frame)
-                drawn = draw_predictions(frame, outputs, predictor.metadata)
-                if writer is None:
-                    fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[output.suffix.lower()])
-                    writer = cv2.VideoWriter(str(tmp_video), fourcc, fps,
-                                             (drawn.shape[1], drawn.shape[0]))
-                    if not writer.isOpened():
-                        raise GrapeInputError(f"{output}: OpenCV cannot write this video format")
-                writer.write(drawn)
-                bunches = len(outputs["instances"]) if "instances" in outputs else 0
-                rows.append(f"{len(rows) - 1},{(len(rows) - 1) / fps:.3f},{bunches}")
-                bar.update()
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-    if writer is None:
-        raise GrapeInputError(f"{video}: no frame could be read")
-    with atomic_open(counts_path, "w") as f:
-        f.write("\n".join(rows) + "\n")
-    os.replace(tmp_video, output)
+    # the video and its counts appear together or not at all; an interruption (an
+    # exception, Ctrl-C) leaves neither, and no temporary
+    with atomic_outputs([output, counts_path], overwrite=True, lock=False,
+                        inputs=[video]) as out:
+        tmp_video = out.temporary(output, suffix=f".tmp{output.suffix}")
+        writer = None
+        try:
+            with tqdm(total=total, desc="video", unit="frame") as bar:
+                while True:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    outputs = predictor(frame)
+                    drawn = draw_predictions(frame, outputs, predictor.metadata)
+                    if writer is None:
+                        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[output.suffix.lower()])
+                        writer = cv2.VideoWriter(str(tmp_video), fourcc, fps,
+                                                 (drawn.shape[1], drawn.shape[0]))
+                        if not writer.isOpened():
+                            raise GrapeInputError(f"{output}: OpenCV cannot write this video "
+                                                  "format")
+                    writer.write(drawn)
+                    bunches = len(outputs["instances"]) if "instances" in outputs else 0
+                    rows.append(f"{len(rows) - 1},{(len(rows) - 1) / fps:.3f},{bunches}")
+                    bar.update()
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+        if writer is None:
+            raise GrapeInputError(f"{video}: no frame could be read")
+        with out.open(counts_path, "w") as f:
+            f.write("\n".join(rows) + "\n")
     logger.info("wrote %s (%d frames) and %s", output, len(rows) - 1, counts_path)
     return {"video": str(output), "counts": str(counts_path), "frames": len(rows) - 1}

@@ -44,6 +44,22 @@ from .geometry import min_area_rect, outline_corners
 METRIC_FIELDS = ("median_depth_mm", "area_cm2", "length_cm", "width_cm", "volume_cm3")
 
 
+#: Focal lengths (pixels) a camera can have: below 10 px a 2048 px photo would see more
+#: than 179 degrees, above 1e6 px less than 0.12; outside, the sizes overflow or vanish.
+MIN_FOCAL_PX, MAX_FOCAL_PX = 10.0, 1e6
+#: fx / fy of real cameras is close to 1 (square pixels; anamorphic lenses reach 2).
+MAX_FOCAL_RATIO = 4.0
+
+
+def _check_focal(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise GrapeInputError(f"camera: {name} = {value!r} is not a positive number")
+    if not MIN_FOCAL_PX <= value <= MAX_FOCAL_PX:
+        raise GrapeInputError(f"camera: {name} = {value:g} px is outside {MIN_FOCAL_PX:g} .. "
+                              f"{MAX_FOCAL_PX:g} (focal lengths are in pixels, not mm)")
+
+
 @dataclass(frozen=True)
 class Camera:
     """Focal lengths in pixels, or a horizontal field of view (fx = fy from the width)."""
@@ -54,19 +70,29 @@ class Camera:
 
     def __post_init__(self) -> None:
         if self.fov_deg is not None:
-            if not 0 < self.fov_deg < 180:
+            if isinstance(self.fov_deg, bool) or not isinstance(self.fov_deg, (int, float)) \
+                    or not 0 < self.fov_deg < 180:
                 raise GrapeInputError(f"--fov-deg {self.fov_deg}: must be between 0 and 180")
         elif self.fx is None or self.fy is None:
             raise GrapeInputError("camera: give both fx and fy, or a field of view")
         else:
             for name, v in (("fx", self.fx), ("fy", self.fy)):
-                if not (math.isfinite(v) and v > 0):
-                    raise GrapeInputError(f"camera: {name} = {v} is not a positive number")
+                _check_focal(name, v)
+            ratio = self.fx / self.fy
+            if not 1 / MAX_FOCAL_RATIO <= ratio <= MAX_FOCAL_RATIO:
+                raise GrapeInputError(f"camera: fx / fy = {self.fx:g} / {self.fy:g} = "
+                                      f"{ratio:.3g}: pixels that far from square are no "
+                                      "camera's (fx and fy swapped with other values?)")
 
     def focal(self, width: int) -> tuple[float, float]:
-        """``(fx, fy)`` for an image ``width`` pixels wide."""
+        """``(fx, fy)`` for an image ``width`` pixels wide; one line when a field of view
+        gives a focal length outside MIN_FOCAL_PX .. MAX_FOCAL_PX for this width."""
         if self.fov_deg is not None:
             f = (width / 2) / math.tan(math.radians(self.fov_deg) / 2)
+            if not MIN_FOCAL_PX <= f <= MAX_FOCAL_PX:
+                raise GrapeInputError(f"--fov-deg {self.fov_deg:g}: gives a focal length of "
+                                      f"{f:.3g} px for a {width} px wide image, outside "
+                                      f"{MIN_FOCAL_PX:g} .. {MAX_FOCAL_PX:g}")
             return f, f
         return float(self.fx), float(self.fy)
 
@@ -82,12 +108,21 @@ class Camera:
         if not isinstance(data, dict) or "fx" not in data:
             raise GrapeInputError(f"{path}: camera JSON must be an object with fx and fy "
                                   "(pixels)")
+        fx, fy = data["fx"], data.get("fy", data["fx"])
+        for name, v in (("fx", fx), ("fy", fy)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise GrapeInputError(f"{path}: {name} = {json_text(v)} is not a number")
         try:
-            fx = float(data["fx"])
-            fy = float(data.get("fy", fx))
-        except (TypeError, ValueError):
-            raise GrapeInputError(f"{path}: fx / fy are not numbers") from None
-        return cls(fx=fx, fy=fy)
+            return cls(fx=float(fx), fy=float(fy))
+        except GrapeInputError as e:
+            raise GrapeInputError(f"{path}: {e}") from None
+
+
+def json_text(value: object) -> str:
+    """A JSON value as the file spells it (true, null, "text"), cut short."""
+    import json
+
+    return json.dumps(value)[:40]
 
 
 def revolution_volume_px(mask: np.ndarray, y_scale: float = 1.0) -> float:

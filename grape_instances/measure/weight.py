@@ -29,7 +29,13 @@ import numpy as np
 from ..convert.grapesnet import read_weights
 from ..convert.grapesnet import strip_tokens as strip_tokens
 from ..core.errors import GrapeInputError
-from ..core.fileio import atomic_open, replacing_folder, write_json_atomic
+from ..core.fileio import (
+    atomic_open,
+    check_not_input,
+    path_exists,
+    replacing_folder,
+    write_json_atomic,
+)
 from ..core.warning_counter import WarningCounter
 from .depth import METRIC_FIELDS
 
@@ -140,6 +146,10 @@ def feature_matrix(joined: list[tuple[dict[str, str], float, int]], header: Sequ
         if name not in header or (name in DEPTH_FEATURES and not use_depth):
             continue
         values = [_number(row.get(name), path, lineno, name) for row, _, lineno in joined]
+        for (_, _, lineno), v in zip(joined, values, strict=True):
+            if v is not None and v < 0:  # sizes, counts, colours and depths never are
+                raise GrapeInputError(f"{path}: row {lineno}: {name} {v:g} is negative (no "
+                                      "bunch measurement is; a damaged table?)")
         if all(v is None for v in values):
             continue
         if any(v is None for v in values):
@@ -176,13 +186,9 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def _check_out_dir(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
+    check_not_input(out, inputs, folder=True)
+    if path_exists(out) and not out.is_dir():
         raise GrapeInputError(f"{out}: --out exists and is not a folder")
-    here = out.resolve()
-    for path in inputs:
-        if here == path.resolve() or here in path.resolve().parents:
-            raise GrapeInputError(f"{out}: --out would replace the folder holding the input "
-                                  f"{path}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise GrapeInputError(f"{out}: output folder exists and is not empty (pass --overwrite "
                               "to replace it)")
@@ -245,7 +251,8 @@ def fit_weight_model(measurements: str | os.PathLike, weights: str | os.PathLike
               "sklearn_version": sklearn.__version__, "cv": report["models"][best]}
     with replacing_folder(out) as tmp:
         joblib.dump(bundle, tmp / MODEL_FILE)
-        write_json_atomic(tmp / REPORT_FILE, report, indent=2)
+        write_json_atomic(tmp / REPORT_FILE, report, indent=2, nan_as_null=True)  # R² of a
+        # one-bunch fold is undefined (NaN): written as null
         with atomic_open(tmp / CV_FILE, "w") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["image", "weight_g", *(f"cv_{n}" for n in cv_pred)])
@@ -302,9 +309,21 @@ class WeightModel:
                                   ) from None
         if not isinstance(bundle, dict) or bundle.get("format") != 1:
             raise GrapeInputError(f"{file}: not a weight model written by tools/fit_weight.py")
+        missing = [k for k in ("name", "features", "estimator") if k not in bundle]
+        if missing:
+            raise GrapeInputError(f"{file}: weight model without {', '.join(missing)} (a "
+                                  "damaged or foreign file; refit it with tools/fit_weight.py)")
+        features = bundle["features"]
+        if (not isinstance(features, (list, tuple)) or not features
+                or not all(isinstance(f, str) and f in FEATURES for f in features)):
+            raise GrapeInputError(f"{file}: weight model features {str(features)[:80]} are "
+                                  f"not columns of the bunch table ({', '.join(FEATURES)})")
+        if not callable(getattr(bundle["estimator"], "predict", None)):
+            raise GrapeInputError(f"{file}: the weight model's estimator "
+                                  f"({type(bundle['estimator']).__name__}) cannot predict")
         self.path = file
-        self.name: str = bundle["name"]
-        self.features: list[str] = list(bundle["features"])
+        self.name: str = str(bundle["name"])
+        self.features: list[str] = list(features)
         self.estimator = bundle["estimator"]
 
     @property
@@ -317,8 +336,17 @@ class WeightModel:
         ok = [i for i, r in enumerate(rows) if all(r.get(f) is not None for f in self.features)]
         if ok:
             x = np.array([[float(rows[i][f]) for f in self.features] for i in ok])
-            for i, grams in zip(ok, self.estimator.predict(x), strict=True):
-                out[i] = max(0.0, float(grams))
+            try:
+                predicted = np.asarray(self.estimator.predict(x), dtype=np.float64).reshape(-1)
+            except Exception as e:  # an estimator fitted on other columns, a foreign object
+                raise GrapeInputError(f"{self.path}: the weight model cannot predict from its "
+                                      f"features ({type(e).__name__}: {str(e)[:100]})"
+                                      ) from None
+            if len(predicted) != len(ok):
+                raise GrapeInputError(f"{self.path}: the weight model gave {len(predicted)} "
+                                      f"weights for {len(ok)} bunches")
+            for i, grams in zip(ok, predicted, strict=True):
+                out[i] = max(0.0, float(grams)) if math.isfinite(grams) else None
         return out
 
 
