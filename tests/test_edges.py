@@ -7,13 +7,13 @@ import json
 import cv2
 import numpy as np
 import pytest
-from grape_instances.experiments.edge_benchmark import edge_iou_benchmark
 from pycocotools.coco import COCO
 
 from grape_instances.convert.edges import auto_annotate, convert_edges, detect_background
 from grape_instances.convert.via import convert_via
 from grape_instances.core.errors import GrapeInputError
 from grape_instances.core.masks import mask_iou, rle_to_mask, segmentation_to_mask
+from grape_instances.experiments.edge_benchmark import edge_iou_benchmark
 from grape_instances.synthetic.export import write_sample_images
 from grape_instances.synthetic.render import SynthConfig, image_rng, render_scene
 
@@ -139,6 +139,7 @@ def test_bad_images_and_existing_outputs_are_refused_without_output(tmp_path):
         convert_edges(images, tmp_path / "x.json", background="white")
 
 
+@pytest.mark.slow
 def test_cli_edges_writes_coco_and_via_and_refuses_bad_input(tmp_path):
     images = tmp_path / "images"
     write_sample_images(images, n=2, background="black", size=128, seed=3)
