@@ -31,6 +31,7 @@ from ..core.config import is_semantic_model
 from ..data.build import build_config, load_dataset_dicts
 from ..data.datasets import register_from_config
 from ..data.mappers import build_grape_mapper
+from ..data.scaled_cache import training_records_for_config
 from ..data.semantic import semantic_view_for_config
 from ..evaluation import (
     CountEvaluator,
@@ -124,6 +125,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
         dicts = load_dataset_dicts(cfg.DATASETS.TRAIN, True, cfg)
+        if not is_semantic_model(cfg):
+            dicts = training_records_for_config(cfg, dicts)
         return build_detection_train_loader(
             cfg, dataset=dicts, mapper=build_grape_mapper(cfg, is_train=True)
         )
