@@ -146,6 +146,11 @@ def _add_evaluation_config(cfg: CN) -> None:
     cfg.TEST.TILE_OVERLAP = 0.25
     # Parts of two windows are one bunch when they overlap (or touch) at least this much.
     cfg.TEST.TILE_MERGE_THRESH = 0.5
+    # A predicted mask with at least this fraction of its area inside a higher-scoring mask
+    # of the same class is dropped (grape_instances.inference.containment): box NMS keeps a
+    # piece of a bunch inside the whole bunch, and the count goes up by one per piece.
+    # Applied by the predictor and in evaluation (AP, P / R / F1, count); 0 = off.
+    cfg.TEST.CONTAINMENT_THRESH = 0.0
     # Instance P / R / F1 (Santos et al. 2020): only predictions scoring at least this count.
     cfg.TEST.F1_SCORE_THRESH = 0.5
     # Mask IoU thresholds of the one-to-one matching behind P / R / F1 (WGISD paper Table 3).
