@@ -113,3 +113,22 @@ def test_fp_kinds_evaluator(monkeypatch):
     ev.process([{"file_name": "x.jpg"}], [{"instances": out}])
     assert ev.evaluate()["fp_kinds"] == {"fragment": 1, "duplicate": 0, "merge": 0,
                                          "background": 0, "loose": 0, "total": 1}
+
+
+def test_evaluation_scores_what_the_rule_keeps(monkeypatch):
+    from detectron2.engine import DefaultTrainer
+
+    from grape_instances.data.build import build_config
+    from grape_instances.engine.trainer import Trainer
+
+    seen = []
+    monkeypatch.setattr(DefaultTrainer, "test", classmethod(
+        lambda cls, cfg, model, evaluators=None: seen.append(model)))
+    model = torch.nn.Identity()
+    cfg = build_config("configs/mask_rcnn_grapes_cpu_real.yaml")
+    assert cfg.TEST.CONTAINMENT_THRESH == 0.0  # the recipe's choice: see README
+    Trainer.test(cfg, model)
+    assert seen[-1] is model
+    on = build_config("configs/mask_rcnn_grapes_cpu_real.yaml", ["TEST.CONTAINMENT_THRESH", "0.8"])
+    Trainer.test(on, model)
+    assert isinstance(seen[-1], ContainmentFilter) and seen[-1].thresh == 0.8
