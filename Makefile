@@ -59,14 +59,18 @@ $(STAMP): requirements.txt requirements.lock.txt pyproject.toml
 	touch $(STAMP)
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.
+define run_pytest
+$(PY) -m pytest -q $(1); rc=$$?; \
+if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+endef
+
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(call run_pytest,$(PYTEST_ARGS))
 
 # The quick subset while developing: the tests not marked slow (no training, no driver run
 # end to end). CI runs the full `make test`.
-test-fast: PYTEST_ARGS += -m "not slow"
-test-fast: test
+test-fast: install
+	$(call run_pytest,-m "not slow" $(PYTEST_ARGS))
 
 lint: install
 	$(VENV)/bin/ruff check grape_instances tools tests

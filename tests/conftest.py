@@ -16,12 +16,19 @@ from grape_instances.synthetic.render import config_from_size  # noqa: E402
 TINY_SPLITS = {"train": 8, "val": 4}
 
 
+#: Session fixtures that train a model: a test using them is slow even when its own body is not.
+TRAINING_FIXTURES = {"trained_run", "trained_model"}
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip each ``@pytest.mark.shared("sub/path")`` test whose ../shared/sub/path is absent
-    (a clone without the shared data), saying so, instead of failing on a missing file."""
+    (a clone without the shared data), saying so, instead of failing on a missing file; mark
+    ``slow`` every test that needs a training fixture."""
     from tests.helpers import SHARED
 
     for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
         for mark in item.iter_markers("shared"):
             needed = SHARED.joinpath(*mark.args) if mark.args else SHARED
             if not needed.exists():

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from pycocotools import mask as mask_utils
 
 from grape_instances.convert.predictions import detection_polygons
@@ -30,6 +31,7 @@ def round_trip(vis: Path, photos: Path, work: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_ground_truth_as_visualize_results(tiny_synth, tmp_path):
     """visualize's format (ids 1..N, file_name as typed where it ran) with real masks: every
     one comes back as one instance, through the CLI, with no --coco."""

@@ -107,6 +107,7 @@ def test_unreadable_json_is_a_one_line_error(tmp_path, content, problem):
     assert str(json_file) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_grape_category_trains_and_evaluates(tiny_synth, grape_synth, tmp_path):
     out = tmp_path / "grape"
     proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG,
@@ -130,6 +131,7 @@ def two_class_run(two_class_synth, tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_two_categories_train_and_evaluate(two_class_run):
     out, proc = two_class_run
     log = proc.stdout + proc.stderr
@@ -145,6 +147,7 @@ def test_two_categories_train_and_evaluate(two_class_run):
         assert key in metrics, (key, sorted(metrics))
 
 
+@pytest.mark.slow
 def test_visualize_draws_the_datasets_class_names(two_class_run, two_class_synth, tmp_path,
                                                   monkeypatch):
     out, _ = two_class_run
@@ -231,6 +234,7 @@ def test_semantic_view_per_class_or_merged(two_class_synth, tmp_path, merge, stu
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.slow
 def test_train_and_test_sets_with_other_categories_are_refused(
     tiny_synth, grape_synth, tmp_path
 ):

@@ -88,6 +88,7 @@ def run_compare(*args):
     return run_tool("compare.py", *map(str, args), timeout=400, check=True)
 
 
+@pytest.mark.slow
 def test_compare_writes_three_files_with_five_rows(tiny_synth, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models; one thread suffers least from
     # other processes on the 2 shared cores

@@ -197,6 +197,7 @@ ERROR_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ERROR_CASES)
 def test_bad_input_one_line_error_no_output_inputs_untouched(runs, name):
     r = runs[name]
@@ -215,6 +216,7 @@ def test_bad_input_one_line_error_no_output_inputs_untouched(runs, name):
         assert r["out"].read_bytes() == r["out_before"]
 
 
+@pytest.mark.slow
 @pytest.mark.shared("peer-data")
 def test_validate_exits_1_with_a_report(runs):
     r = runs["validate_via_coco_export"]
@@ -223,6 +225,7 @@ def test_validate_exits_1_with_a_report(runs):
     assert "result: FAILED" in r["stdout"]
 
 
+@pytest.mark.slow
 def test_region_problems_are_counted_warnings(runs):
     r = runs["region_warnings"]
     assert r["returncode"] == 0, r["stderr"]
@@ -241,6 +244,7 @@ def test_region_problems_are_counted_warnings(runs):
     assert r["stderr"].strip() == ""
 
 
+@pytest.mark.slow
 def test_exif_rotated_size_and_successful_runs(runs):
     r = runs["exif_rotated"]
     assert r["returncode"] == 0, r["stderr"]

@@ -262,6 +262,7 @@ def test_coco_evaluator_scores_only_the_predicted_images(tiny_synth, monkeypatch
     assert seen["bbox"] == ids[1:]  # the image left out does not count its bunches as misses
 
 
+@pytest.mark.slow
 def test_train_net_skips_a_truncated_image_in_training_and_evaluation(tiny_synth, tmp_path):
     """A JSON listing a truncated photo: training and the final evaluation run to the end."""
     root = tmp_path / "synth"

@@ -229,6 +229,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_until_the_holder_dies(tmp_
         release_output_dir(out)
 
 
+@pytest.mark.slow
 def test_train_net_refuses_a_folder_another_run_holds(tiny_synth, tmp_path):
     out = tmp_path / "out"
     lock_output_dir(out)

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from tests.helpers import run_tool, tiny_training_opts
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_prints_the_summary(tmp_path):
     out = tmp_path / "demo"
     synth = tmp_path / "synth"

@@ -139,6 +139,7 @@ def test_bad_images_and_existing_outputs_are_refused_without_output(tmp_path):
         convert_edges(images, tmp_path / "x.json", background="white")
 
 
+@pytest.mark.slow
 def test_cli_edges_writes_coco_and_via_and_refuses_bad_input(tmp_path):
     images = tmp_path / "images"
     write_sample_images(images, n=2, background="black", size=128, seed=3)

@@ -55,6 +55,7 @@ def law(tmp_path):
     return tmp_path, rows, grams
 
 
+@pytest.mark.slow
 def test_fit_weight_recovers_a_known_law(law):
     root, rows, grams = law
     proc = run_tool("fit_weight.py", "--measurements", str(root / "table.csv"), "--weights",

@@ -466,6 +466,7 @@ def _subprocess_case(workspace: Path, mutation: str, folder: Path) -> tuple[list
             "--out", str(folder / "out.json")], src
 
 
+@pytest.mark.slow
 def test_fuzz_exit_path_through_subprocesses(workspace, tmp_path):
     """A handful through the real interpreter exit path (two at a time: each pays the torch
     import): exit 1, one ``error:`` line, no traceback, no output, input untouched."""

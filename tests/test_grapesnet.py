@@ -281,6 +281,7 @@ def test_errors_leave_no_output(tree, tmp_path):
     assert [p.name for p in out.iterdir()] == ["grapesnet_dataset1.json"]
 
 
+@pytest.mark.slow
 def test_cli_grapesnet_with_layout_flags_and_one_line_errors(tree, tmp_path):
     base, _ = tree
     root = base / "GrapesNet"

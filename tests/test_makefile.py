@@ -3,6 +3,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +39,7 @@ def test_real_target_runs_the_real_tool_on_the_shared_photos():
     assert "tools/real.py" in out and "real-data/wgisd-train" in out
 
 
+@pytest.mark.slow
 def test_auto_annotate_sample_comes_from_make_synthetic(tmp_path):
     """`make auto-annotate` without IMAGES= renders its sample with a make_synthetic.py flag
     (no inline Python); run as the Makefile runs it, it writes the 8 one-bunch images the

@@ -22,10 +22,12 @@ def test_shared_tests_skip_with_the_reason_when_shared_is_absent(tmp_path):
 
 
 def test_markers_are_registered_and_fast_subset_leaves_slow_out():
-    proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", "test-fast"], cwd=REPO,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "-m 'not slow'" in proc.stdout or '-m "not slow"' in proc.stdout
+    for extra in ([], ["PYTEST_ARGS=-x"]):  # the user's pytest arguments add to the subset
+        proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", "test-fast", *extra],
+                              cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert '-m "not slow"' in proc.stdout, proc.stdout
+        assert "rc -eq 5" in proc.stdout  # "no tests collected" fails here too
     ini = (REPO / "pyproject.toml").read_text()
     assert "--strict-markers" in ini and '"slow:' in ini and '"shared(path):' in ini
 

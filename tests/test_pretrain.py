@@ -65,6 +65,7 @@ TINY_REAL = ["INPUT.SCALE_CROP.TARGET_SIZE", "(128, 128)", "INPUT.SCALE_CROP.CRO
              "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NUM_WORKERS", "0"]
 
 
+@pytest.mark.slow
 @pytest.mark.shared("real-data/wgisd-train")
 def test_tool_pretrains_on_vineyard_rows_then_fine_tunes_from_that_checkpoint(tmp_path):
     root, out = _tiny_wgisd(tmp_path / "wgisd"), tmp_path / "out"
@@ -106,6 +107,7 @@ def test_tool_pretrains_on_vineyard_rows_then_fine_tunes_from_that_checkpoint(tm
     assert "synthesize vineyard" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_wgisd_root_is_one_line_before_anything_trains(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()

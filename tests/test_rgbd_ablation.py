@@ -61,6 +61,7 @@ def test_the_variants_differ_only_in_the_depth_input(tmp_path):
     assert rgb["DATASETS.TRAIN"] == ("grapes_rgbd_train",)
 
 
+@pytest.mark.slow
 def test_ablation_tool_trains_both_variants_and_writes_the_table(tmp_path):
     data, out = tmp_path / "scenes", tmp_path / "out"
     tiny = ["--data", str(data), "--train", "3", "--val", "2", "--frame", "96x72"]
@@ -97,6 +98,7 @@ def test_ablation_tool_trains_both_variants_and_writes_the_table(tmp_path):
                                "--output-dir", str(tmp_path / "o2")), str(data), "2 val")
 
 
+@pytest.mark.slow
 def test_depth_stats_of_a_missing_folder_is_one_line(tmp_path):
     assert_user_error(run_tool("rgbd_ablation.py", "--depth-stats", "--data",
                                str(tmp_path / "none")), str(Path(tmp_path / "none")))

@@ -357,6 +357,7 @@ def test_depth_reaches_a_semantic_baseline_through_the_predictor(tmp_path):
     assert "--depth" in one_line(e)
 
 
+@pytest.mark.slow
 def test_rgbd_mask_rcnn_and_unet_train_and_predict(rgbd_synth, tmp_path):
     """The RGB-D demo config (4-channel Mask R-CNN) and an RGB-D UNet train a few iterations
     on RGB-D data with tools/train_net.py; the Mask R-CNN then draws with --depth."""

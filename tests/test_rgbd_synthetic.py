@@ -222,6 +222,7 @@ def test_scene_bunches_share_colours():
 # ----------------------------------------------------------------- tool and errors
 
 
+@pytest.mark.slow
 def test_tool_writes_the_twin_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "d4"
     out.mkdir()

@@ -222,6 +222,7 @@ TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
         "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
 
 
+@pytest.mark.slow
 def test_semantic_model_trains_evaluates_and_draws_through_the_tools(tiny_synth, tmp_path,
                                                                     monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny model: one thread is enough

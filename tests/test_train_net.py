@@ -90,6 +90,7 @@ def test_training_ends_with_coco_evaluation(trained, tiny_synth):
     assert logged == pytest.approx(max(evaluation.stats[0], 0.0) * 100, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_eval_only_on_checkpoint(trained, tiny_synth, tmp_path):
     out, _ = trained
     opts = tiny_training_opts(tiny_synth, tmp_path / "eval")
@@ -109,6 +110,7 @@ def test_eval_only_on_checkpoint(trained, tiny_synth, tmp_path):
     assert not (tmp_path / "eval" / "model_final.pth").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_run(tiny_synth, tmp_path):
     out = tmp_path / "resume"
     cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", DEMO_CONFIG,
@@ -136,6 +138,7 @@ def test_resume_continues_an_interrupted_run(tiny_synth, tmp_path):
     assert (out / "model_final.pth").is_file()
 
 
+@pytest.mark.slow
 def test_two_processes_through_launch(tiny_synth, tmp_path):
     out = tmp_path / "ddp"
     proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG, "--num-gpus", "2",
@@ -146,6 +149,7 @@ def test_two_processes_through_launch(tiny_synth, tmp_path):
     assert (out / "model_final.pth").is_file()
 
 
+@pytest.mark.slow
 def test_semantic_baseline_in_two_processes(tiny_synth, tmp_path):
     """SegNet (the cheapest baseline) through DDP: one image per process, and the evaluation
     gathers the semantic predictions of both ranks."""
@@ -192,6 +196,7 @@ def test_each_process_leaves_its_process_group(outcome, tmp_path, monkeypatch):
             dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_missing_config_is_one_line_error(tmp_path):
     proc = run_tool("train_net.py", "--config-file", str(tmp_path / "nope.yaml"))
     assert_user_error(proc, "nope.yaml", "not found")
@@ -211,12 +216,14 @@ def test_a_one_line_error_is_the_only_line(tool, args, tmp_path):
         ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")], proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_dataset_is_one_line_error(tiny_synth, tmp_path):
     proc = run_tool("train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
                     *tiny_training_opts(tiny_synth, tmp_path), "DATASETS.TEST", "('no_such_set',)")
     assert_user_error(proc, "no_such_set")
 
 
+@pytest.mark.slow
 def test_missing_image_is_one_line_error(tiny_synth, tmp_path):
     import shutil
 

@@ -227,6 +227,7 @@ def test_undecodable_images_are_left_to_the_mapper_not_refused(polygon_coco, tin
     check_config(cfg, eval_only=False)  # no error
 
 
+@pytest.mark.slow
 def test_train_net_refuses_in_one_line_before_training(polygon_coco, tiny_synth, tmp_path):
     images = tiny_synth / "images" / "train"
     json_file = write_case(polygon_coco, tmp_path, CRASHERS["box-only data"][0])

@@ -148,6 +148,7 @@ def test_export_writes_coco_equal_to_the_rendered_masks(tmp_path):
     assert [p.name for p in layout.images_dir(tmp_path, "train").iterdir()] == ["train_00000.jpg"]
 
 
+@pytest.mark.slow
 def test_make_synthetic_vineyard_mode_writes_the_rows_and_refuses_a_tiny_frame(tmp_path):
     out = tmp_path / "rows"
     proc = run_tool("make_synthetic.py", "--vineyard", "--train", "2", "--val", "1",

@@ -3,6 +3,7 @@
 import json
 
 import cv2
+import pytest
 from pycocotools import mask as mask_utils
 
 from tests.helpers import DEMO_CONFIG, assert_user_error, run_tool
@@ -70,6 +71,7 @@ def _vis(trained_model, *args: str, weights: bool = True):
     return run_tool("visualize.py", "--config-file", DEMO_CONFIG, *args, *opts)
 
 
+@pytest.mark.slow
 def test_visualize_refuses_random_weights(tiny_synth, tmp_path):
     image = sorted((tiny_synth / "images" / "val").glob("*.jpg"))[0]
     proc = _vis(None, "--input", str(image), "--output", str(tmp_path / "o"), weights=False)

@@ -172,6 +172,7 @@ def test_without_split_lists_every_image_forms_split_all(tmp_path):
     assert [p.name for p in summary.outputs] == ["wgisd_all.json"]
 
 
+@pytest.mark.slow
 def test_cli_wgisd_converts_and_reports_bad_files_in_one_line(tmp_path):
     root = tmp_path / "wgisd"
     make_wgisd(root)

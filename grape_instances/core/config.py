@@ -37,6 +37,9 @@ def _add_dataset_config(cfg: CN) -> None:
     # Root of the embedded synthetic dataset (tools/make_synthetic.py output); its splits are
     # registered as grapes_synth_train / grapes_synth_val.
     cfg.DATASETS.SYNTHETIC_ROOT = paths.SYNTH_ROOT
+    # Where INPUT.SCALE_CROP.CACHE keeps its scaled photos and polygons (one JPEG + JSON per
+    # photo, named by a hash of the photo's path, size, mtime, annotations and scale).
+    cfg.DATASETS.SCALED_CACHE_DIR = "datasets/.scaled_cache"
 
 
 def _add_augmentation_config(cfg: CN) -> None:
@@ -58,6 +61,16 @@ def _add_augmentation_config(cfg: CN) -> None:
     # and a random (height, width) window of it is the network input (no padding: the model
     # pads a batch to SIZE_DIVISIBILITY, so masks stay exact).
     cfg.INPUT.SCALE_CROP.CROP_SIZE = (384, 384)
+    # Train on a one-time copy of the photos at the largest scale the jitter reaches, masks
+    # as polygons at that scale (grape_instances.data.scaled_cache), instead of decoding the
+    # full-resolution photo and every mask on each iteration. Pair it with
+    # INPUT.MASK_FORMAT polygon, so masks are rasterised at crop size.
+    cfg.INPUT.SCALE_CROP.CACHE = False
+    # A bunch the window cuts so that less than this fraction of its (resized) area is left
+    # inside is dropped from that window's targets (as Detectron2 drops crowd regions)
+    # instead of being taught as a whole bunch: a piece of a bunch labelled "bunch" teaches
+    # the model to find fragments. 0 keeps every piece (Detectron2's behaviour).
+    cfg.INPUT.SCALE_CROP.MIN_VISIBLE = 0.0
 
 
 def _add_depth_config(cfg: CN) -> None:
@@ -134,6 +147,11 @@ def _add_evaluation_config(cfg: CN) -> None:
     cfg.TEST.TILE_OVERLAP = 0.25
     # Parts of two windows are one bunch when they overlap (or touch) at least this much.
     cfg.TEST.TILE_MERGE_THRESH = 0.5
+    # A predicted mask with at least this fraction of its area inside a higher-scoring mask
+    # of the same class is dropped (grape_instances.inference.containment): box NMS keeps a
+    # piece of a bunch inside the whole bunch, and the count goes up by one per piece.
+    # Applied by the predictor and in evaluation (AP, P / R / F1, count); 0 = off.
+    cfg.TEST.CONTAINMENT_THRESH = 0.0
     # Instance P / R / F1 (Santos et al. 2020): only predictions scoring at least this count.
     cfg.TEST.F1_SCORE_THRESH = 0.5
     # Mask IoU thresholds of the one-to-one matching behind P / R / F1 (WGISD paper Table 3).

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 
 import detectron2.data.transforms as T
+import numpy as np
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
+from detectron2.structures import BoxMode
 
 from ..core.depth import read_depth
 from ..core.errors import GrapeInputError
+from ..core.masks import segmentation_to_mask
 from .depth import check_depth_config, stack_depth, transform_depth
+from .scaled_cache import FixedSizeCropAnywhere, polygons_area
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ def scale_crop_augmentation(cfg) -> list[T.Augmentation]:
     target_h, target_w = sc.TARGET_SIZE
     augs: list[T.Augmentation] = [
         T.ResizeScale(low, high, target_h, target_w),
-        T.FixedSizeCrop(tuple(sc.CROP_SIZE), pad=False),
+        FixedSizeCropAnywhere(tuple(sc.CROP_SIZE), pad=False),
     ]
     if cfg.INPUT.RANDOM_FLIP != "none":
         augs.append(T.RandomFlip(
@@ -79,7 +83,50 @@ def build_grape_mapper(cfg, is_train: bool) -> DatasetMapper:
         return RGBDMapper(
             cfg, is_train, augmentations=augmentations, max_depth_mm=cfg.INPUT.DEPTH.MAX_MM
         )
-    return SkipUndecodableMapper(cfg, is_train, augmentations=augmentations)
+    return SkipUndecodableMapper(cfg, is_train, augmentations=augmentations,
+                                 min_visible=min_visible_fraction(cfg, is_train))
+
+
+def min_visible_fraction(cfg, is_train: bool) -> float:
+    """INPUT.SCALE_CROP.MIN_VISIBLE where training crops windows, else 0 (keep all)."""
+    sc = cfg.INPUT.SCALE_CROP
+    return float(sc.MIN_VISIBLE) if is_train and sc.ENABLED else 0.0
+
+
+def _without_crops(transforms: T.TransformList) -> T.TransformList:
+    return T.TransformList([t for t in transforms.transforms
+                            if not isinstance(t, T.CropTransform)])
+
+
+def _annotation_area(ann: dict, transforms: T.TransformList, height: int, width: int,
+                     clip_hw: tuple[int, int] | None) -> float:
+    segm = ann.get("segmentation")
+    if isinstance(segm, list) and segm:
+        polygons = [np.array(p, np.float64).reshape(-1, 2) for p in segm]  # a copy: fvcore
+        # transforms change coordinates in place
+        return polygons_area(transforms.apply_polygons(polygons))
+    if segm:
+        return float(transforms.apply_segmentation(
+            segmentation_to_mask(segm, height, width)).sum())
+    box = transforms.apply_box(BoxMode.convert(np.asarray([ann["bbox"]], np.float64),
+                                               ann["bbox_mode"], BoxMode.XYXY_ABS))[0]
+    if clip_hw is not None:
+        box = np.clip(box, 0, [clip_hw[1], clip_hw[0], clip_hw[1], clip_hw[0]])
+    return float(max(box[2] - box[0], 0) * max(box[3] - box[1], 0))
+
+
+def visible_fractions(annotations: list[dict], transforms: T.TransformList, height: int,
+                      width: int, image_shape: tuple[int, int]) -> np.ndarray:
+    """Per annotation: its area after ``transforms`` over its area after the same transforms
+    without their crops, i.e. how much of the (resized, flipped) bunch the window keeps.
+    Polygons are measured as polygons, RLE masks as pixels, box-only annotations by box."""
+    uncropped = _without_crops(transforms)
+    out = np.ones(len(annotations))
+    for i, ann in enumerate(annotations):
+        whole = _annotation_area(ann, uncropped, height, width, None)
+        if whole > 0:
+            out[i] = _annotation_area(ann, transforms, height, width, image_shape) / whole
+    return out
 
 
 class SkipUndecodableMapper(DatasetMapper):
@@ -92,9 +139,23 @@ class SkipUndecodableMapper(DatasetMapper):
     warning comes once per file and loader process, not once per epoch.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, min_visible: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.undecodable: set[str] = set()
+        self.min_visible = float(min_visible)
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        """Detectron2's, after dropping the bunches the crop cut to less than
+        ``min_visible`` of their area (INPUT.SCALE_CROP.MIN_VISIBLE)."""
+        annotations = dataset_dict.get("annotations", [])
+        if self.min_visible > 0 and annotations:
+            fractions = visible_fractions(annotations, transforms, dataset_dict["height"],
+                                          dataset_dict["width"], image_shape)
+            dataset_dict["annotations"] = [
+                a for a, f in zip(annotations, fractions, strict=True)
+                if f >= self.min_visible or f <= 0  # wholly outside: Detectron2 drops it
+            ]
+        super()._transform_annotations(dataset_dict, transforms, image_shape)
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         file_name = dataset_dict["file_name"]

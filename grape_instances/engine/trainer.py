@@ -30,13 +30,16 @@ from ..core.config import is_semantic_model
 from ..data.build import build_config, load_dataset_dicts
 from ..data.datasets import register_from_config
 from ..data.mappers import build_grape_mapper
+from ..data.scaled_cache import training_records_for_config
 from ..data.semantic import semantic_view_for_config
 from ..evaluation import (
     CountEvaluator,
+    FalsePositiveKindsEvaluator,
     InstanceF1Evaluator,
     MergedInstancesEvaluator,
     SemanticEvaluator,
 )
+from ..inference.containment import ContainmentFilter
 from ..inference.tiling import TiledModel
 from .checks import run_record
 
@@ -147,6 +150,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
         dicts = load_dataset_dicts(cfg.DATASETS.TRAIN, True, cfg)
+        if not is_semantic_model(cfg):
+            dicts = training_records_for_config(cfg, dicts)
         return build_detection_train_loader(
             cfg, dataset=dicts, mapper=build_grape_mapper(cfg, is_train=True)
         )
@@ -162,10 +167,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg: CfgNode, model, evaluators=None):
-        """DefaultTrainer.test, on tiles for instance models when ``TEST.TILE_SIZE`` > 0, so
-        that the scores measure what tiled prediction delivers."""
-        if TiledModel.enabled(cfg) and not is_semantic_model(cfg):
-            model = TiledModel.from_config(cfg, model)
+        """DefaultTrainer.test, on tiles for instance models when ``TEST.TILE_SIZE`` > 0 and
+        with ``TEST.CONTAINMENT_THRESH``'s rule, so that the scores measure what prediction
+        delivers."""
+        if not is_semantic_model(cfg):
+            if TiledModel.enabled(cfg):
+                model = TiledModel.from_config(cfg, model)
+            model = ContainmentFilter.wrap(cfg, model)
         return super().test(cfg, model, evaluators)
 
     @classmethod
@@ -173,7 +181,8 @@ class Trainer(DefaultTrainer):
         """Semantic models: mIoU / Dice. Instance models: COCO AP, the same semantic metrics on
         their merged masks (``TEST.SEMANTIC_SCORE_THRESH``), the bunch-count error
         (``TEST.COUNT_SCORE_THRESH``) and, with masks, the instance P / R / F1 of Santos et al.
-        2020 (``TEST.F1_*``), so that every model gets comparable numbers."""
+        2020 (``TEST.F1_*``) with its false positives at mask IoU 0.5 by kind, so that every
+        model gets comparable numbers."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         if is_semantic_model(cfg):
             return SemanticEvaluator(
@@ -195,6 +204,7 @@ class Trainer(DefaultTrainer):
             evaluators.append(InstanceF1Evaluator(
                 dataset_name, cfg.TEST.F1_SCORE_THRESH, tuple(cfg.TEST.F1_IOU_THRESHOLDS)
             ))
+            evaluators.append(FalsePositiveKindsEvaluator(dataset_name, cfg.TEST.F1_SCORE_THRESH))
         return DatasetEvaluators(evaluators)
 
 

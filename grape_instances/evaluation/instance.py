@@ -55,6 +55,29 @@ def masks_to_rles(masks: Any) -> list[dict]:
     return rles
 
 
+def greedy_assignment(
+    ious: np.ndarray, scores: np.ndarray, pred_classes: np.ndarray, gt_classes: np.ndarray,
+    gt_crowd: np.ndarray, iou_threshold: float,
+) -> np.ndarray:
+    """Per prediction: the index of the bunch it matched, -1 for a false positive, -2 for a
+    prediction ignored inside a crowd region (see :func:`match_greedy`)."""
+    matched = np.zeros(len(gt_classes), bool)
+    out = np.full(len(scores), -1, np.int64)
+    for i in np.argsort(-scores, kind="stable"):
+        same_class = gt_classes == pred_classes[i]
+        candidates = np.flatnonzero(same_class & ~gt_crowd & ~matched)
+        if len(candidates):
+            best = candidates[np.argmax(ious[i, candidates])]
+            if ious[i, best] >= iou_threshold:
+                matched[best] = True
+                out[i] = best
+                continue
+        crowds = np.flatnonzero(same_class & gt_crowd)
+        if len(crowds) and ious[i, crowds].max() >= iou_threshold:
+            out[i] = -2
+    return out
+
+
 def match_greedy(
     ious: np.ndarray, scores: np.ndarray, pred_classes: np.ndarray, gt_classes: np.ndarray,
     gt_crowd: np.ndarray, iou_threshold: float,
@@ -65,23 +88,12 @@ def match_greedy(
     ``j``, the fraction of prediction ``i`` inside it (pycocotools' ``iscrowd`` flag).
     Predictions are taken by descending score (ties in input order).
     """
-    matched = np.zeros(len(gt_classes), bool)
-    tp = fp = ignored = 0
-    for i in np.argsort(-scores, kind="stable"):
-        same_class = gt_classes == pred_classes[i]
-        candidates = np.flatnonzero(same_class & ~gt_crowd & ~matched)
-        if len(candidates):
-            best = candidates[np.argmax(ious[i, candidates])]
-            if ious[i, best] >= iou_threshold:
-                matched[best] = True
-                tp += 1
-                continue
-        crowds = np.flatnonzero(same_class & gt_crowd)
-        if len(crowds) and ious[i, crowds].max() >= iou_threshold:
-            ignored += 1
-        else:
-            fp += 1
-    fn = int((~gt_crowd & ~matched).sum())
+    assigned = greedy_assignment(ious, scores, pred_classes, gt_classes, gt_crowd,
+                                 iou_threshold)
+    tp = int((assigned >= 0).sum())
+    fp = int((assigned == -1).sum())
+    ignored = int((assigned == -2).sum())
+    fn = int((~gt_crowd).sum()) - tp
     return tp, fp, fn, ignored
 
 

@@ -14,6 +14,7 @@ import re
 import time
 from pathlib import Path
 
+from detectron2.engine import HookBase
 from detectron2.utils.logger import setup_logger
 
 from ..convert.split import split_coco_file
@@ -182,3 +183,81 @@ def print_real_summary(summary: dict) -> None:
           f"overlays {t['visualize_s']:.0f}s, total {t['total_s']:.0f}s")
     print(f"overlays: {os.path.dirname(summary['overlays'][0]) if summary['overlays'] else '-'}")
     print(f"checkpoint: {summary['checkpoint']}")
+
+
+class _SpeedHook(HookBase):
+    """Wall time and CPU seconds (trainer process; its data-loader workers) at the end of
+    iteration ``warmup`` and of the last iteration."""
+
+    def __init__(self, warmup: int) -> None:
+        import psutil
+
+        self.warmup = warmup
+        self.process = psutil.Process()
+        self.marks: list[tuple[float, float, float]] = []
+
+    def _cpu(self) -> tuple[float, float]:
+        own = self.process.cpu_times()
+        workers = 0.0
+        for child in self.process.children(recursive=True):
+            try:
+                t = child.cpu_times()
+                workers += t.user + t.system
+            except Exception:  # a worker that just exited
+                pass
+        return own.user + own.system, workers
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done in (self.warmup, self.trainer.max_iter):
+            self.marks.append((time.perf_counter(), *self._cpu()))
+
+
+def measure_training_speed(root: str = DEFAULT_ROOT, output_dir: str = "output/real_speed",
+                           data_dir: str = "datasets/real", config_file: str = REAL_CONFIG,
+                           iterations: int = 40, warmup: int = 10,
+                           opts: list[str] | None = None) -> dict:
+    """Train the recipe for ``iterations`` from scratch (seed of the config) and return s/it
+    and CPU seconds per iteration of the trainer and of its data-loader workers over the
+    iterations after ``warmup`` (worker start-up and one-time caches excluded), with the
+    machine's load average, so that runs on a shared machine can be compared."""
+    import psutil
+
+    setup_logger(name="grape_instances")
+    setup_logger(name="detectron2")
+    splits = prepare_real_splits(root, data_dir)
+    cfg = real_config(root, splits, output_dir, config_file,
+                      [*(opts or []), "SOLVER.MAX_ITER", str(iterations),
+                       "SOLVER.CHECKPOINT_PERIOD", str(10 * iterations)])
+    os.makedirs(output_dir, exist_ok=True)
+    load_before = os.getloadavg()
+    hook = _SpeedHook(warmup)
+
+    class TimedTrainer(Trainer):
+        def build_hooks(self):
+            return [*super().build_hooks(), hook]
+
+    run_training(cfg, resume=False, trainer_cls=TimedTrainer)
+    (t0, own0, work0), (t1, own1, work1) = hook.marks
+    n = iterations - warmup
+    others = sorted(
+        ((p.info["cpu_times"].user + p.info["cpu_times"].system, p.info["name"], p.pid)
+         for p in psutil.process_iter(["cpu_times", "name"])
+         if p.info["cpu_times"] is not None and p.pid != os.getpid()),
+        reverse=True,
+    )[:5]
+    result = {
+        "opts": list(opts or []),
+        "iterations_measured": n,
+        "s_per_it": (t1 - t0) / n,
+        "trainer_cpu_s_per_it": (own1 - own0) / n,
+        "workers_cpu_s_per_it": (work1 - work0) / n,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "busiest_processes_cpu_s": [[round(c), name, pid] for c, name, pid in others],
+    }
+    result["cpu_s_per_it"] = result["trainer_cpu_s_per_it"] + result["workers_cpu_s_per_it"]
+    result["workers_cpu_share"] = result["workers_cpu_s_per_it"] / max(result["cpu_s_per_it"],
+                                                                       1e-9)
+    write_json_atomic(os.path.join(output_dir, "speed.json"), result, indent=2)
+    return result

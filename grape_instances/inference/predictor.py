@@ -22,6 +22,7 @@ from ..data.build import build_config
 from ..data.datasets import THING_CLASSES, register_from_config
 from ..data.depth import check_depth_config, stack_depth, transform_depth
 from ..data.semantic import stuff_classes_for, stuff_colors_for
+from .containment import ContainmentFilter
 from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class Predictor(DefaultPredictor):
         super().__init__(blank)
         self.cfg = cfg.clone()
         GrapeCheckpointer(self.model).load(weights)
-        if tiled and not is_semantic_model(cfg):
-            self.model = TiledModel.from_config(cfg, self.model)
+        if not is_semantic_model(cfg):
+            if tiled:
+                self.model = TiledModel.from_config(cfg, self.model)
+            self.model = ContainmentFilter.wrap(cfg, self.model)
         name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
         self.metadata = MetadataCatalog.get(name)
         semantic = is_semantic_model(cfg)

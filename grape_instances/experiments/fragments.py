@@ -1,0 +1,86 @@
+"""Issue 15's fragments: score a trained instance model once per photo under several
+containment thresholds (TEST.CONTAINMENT_THRESH) and P / R / F1 score thresholds
+(TEST.F1_SCORE_THRESH), with the false positives by kind, to choose both on validation.
+
+The model runs once per photo; each setting only filters its outputs, so a grid costs one
+inference pass plus the evaluators.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import torch
+from detectron2.evaluation import inference_context
+
+from ..checkpoint import GrapeCheckpointer
+from ..core.tables import markdown_table
+from ..engine.trainer import LoadedImagesCOCOEvaluator, Trainer, compiled_ops_available
+from ..evaluation import CountEvaluator, FalsePositiveKindsEvaluator, InstanceF1Evaluator
+from ..inference.containment import drop_contained
+
+logger = logging.getLogger(__name__)
+
+
+def score_settings(cfg, weights: str, dataset: str, containment: list[float],
+                   score_threshs: list[float]) -> list[dict]:
+    """One row per (containment threshold, score threshold): segm / bbox AP (depends on the
+    containment threshold only), count MAE and bias, P / R / F1 at each
+    ``TEST.F1_IOU_THRESHOLDS`` and the false positives at mask IoU 0.5 by kind."""
+    model = Trainer.build_model(cfg)
+    GrapeCheckpointer(model).load(weights)
+    loader = Trainer.build_test_loader(cfg, dataset)
+    coco = {t: LoadedImagesCOCOEvaluator(dataset, output_dir=None,
+                                         use_fast_impl=compiled_ops_available())
+            for t in containment}
+    per_score = {
+        (t, s): (InstanceF1Evaluator(dataset, s, tuple(cfg.TEST.F1_IOU_THRESHOLDS), False),
+                 CountEvaluator(dataset, s, distributed=False),
+                 FalsePositiveKindsEvaluator(dataset, s, distributed=False))
+        for t in containment for s in score_threshs
+    }
+    for ev in [*coco.values(), *(e for group in per_score.values() for e in group)]:
+        ev.reset()
+    seconds = 0.0
+    with inference_context(model), torch.no_grad():
+        for inputs in loader:
+            t0 = time.perf_counter()
+            outputs = model(inputs)
+            seconds += time.perf_counter() - t0
+            for t in containment:
+                filtered = [{"instances": drop_contained(o["instances"].to("cpu"), t)}
+                            for o in outputs]
+                coco[t].process(inputs, copy.deepcopy(filtered))
+                for s in score_threshs:
+                    for ev in per_score[(t, s)]:
+                        ev.process(inputs, filtered)
+    rows = []
+    for t in containment:
+        ap = coco[t].evaluate()
+        for s in score_threshs:
+            f1, count, kinds = (ev.evaluate() for ev in per_score[(t, s)])
+            rows.append({"containment": t, "score": s,
+                         "segm": dict(ap.get("segm", {})), "bbox": dict(ap.get("bbox", {})),
+                         **f1, **count, **kinds})
+    logger.info("inference: %.1f s for %d photos", seconds, len(loader))
+    return rows
+
+
+def settings_table(rows: list[dict]) -> str:
+    """The rows of :func:`score_settings` as one markdown table."""
+    head = ["containment", "score", "segm AP", "AP50", "F1@30", "F1@50", "P@50", "R@50",
+            "F1@80", "count MAE", "bias", "FP@50", "fragment", "duplicate", "merge",
+            "background", "loose"]
+    body = []
+    for r in rows:
+        inst, k = r["instance"], r["fp_kinds"]
+        body.append([f"{r['containment']:.2f}", f"{r['score']:.2f}",
+                     f"{r['segm'].get('AP', float('nan')):.1f}",
+                     f"{r['segm'].get('AP50', float('nan')):.1f}",
+                     *(f"{inst[m]:.1f}" for m in ("F1@30", "F1@50", "P@50", "R@50", "F1@80")),
+                     f"{r['count']['MAE']:.2f}", f"{r['count']['bias']:+.2f}",
+                     inst["FP@50"], *(k[kind] for kind in
+                                      ("fragment", "duplicate", "merge", "background", "loose"))])
+    return markdown_table(head, body, ["right"] * len(head))
