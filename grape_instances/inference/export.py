@@ -27,7 +27,6 @@ from ..errors import GrapeInputError
 from .runtime import (
     EXPORT_INFO,
     OUTPUT_NAMES,
-    RUNTIME_PACKAGES,
     Runtime,
     file_sha256,
     model_signature,
@@ -48,6 +47,39 @@ def _instances_to_tuple(instances) -> tuple[torch.Tensor, ...]:
             instances.pred_masks)
 
 
+class _StaticGroupNorm(nn.Module):
+    """GroupNorm for the ROI heads' fixed-size inputs (e.g. 14 x 14 mask features), traced
+    with the per-sample size as a constant: ONNX's decomposition of GroupNorm reshapes to
+    ``(0, G, -1)``, which no runtime can resolve for zero detections; ``(-1, G, C/G*H*W)``
+    can. Same arithmetic as ``nn.GroupNorm``."""
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.norm
+        c, h, w = (int(d) for d in x.shape[1:])  # constants in the trace
+        grouped = x.reshape(-1, n.num_groups, (c // n.num_groups) * h * w)
+        mean = grouped.mean(dim=2, keepdim=True)
+        var = grouped.var(dim=2, unbiased=False, keepdim=True)
+        y = ((grouped - mean) / torch.sqrt(var + n.eps)).reshape(-1, c, h, w)
+        if n.affine:
+            y = y * n.weight.reshape(1, c, 1, 1) + n.bias.reshape(1, c, 1, 1)
+        return y
+
+
+def _static_roi_norms(model: nn.Module) -> None:
+    """Swap the ROI heads' GroupNorms for :class:`_StaticGroupNorm` (in place)."""
+    heads = getattr(model, "roi_heads", None)
+    if heads is None:
+        return
+    found = [(parent, name, child) for parent in heads.modules()
+             for name, child in parent.named_children() if isinstance(child, nn.GroupNorm)]
+    for parent, name, child in found:
+        setattr(parent, name, _StaticGroupNorm(child))
+
+
 def build_adapter(model: nn.Module, image: torch.Tensor) -> TracingAdapter:
     """Detectron2's TracingAdapter around ``model.inference`` without post-processing, its
     outputs in :data:`~.runtime.OUTPUT_NAMES` order."""
@@ -59,14 +91,15 @@ def build_adapter(model: nn.Module, image: torch.Tensor) -> TracingAdapter:
 
 
 def _check_packages(fmt: str, int8: bool) -> None:
-    import importlib.util
+    import importlib
 
-    needed = list(EXPORT_PACKAGES.get(fmt, ())) + (["nncf"] if int8 else [])
-    for package in needed:
-        if importlib.util.find_spec(package) is None:
+    for package in list(EXPORT_PACKAGES.get(fmt, ())) + (["nncf"] if int8 else []):
+        try:
+            importlib.import_module(package)
+        except ImportError:
             raise GrapeInputError(f"--format {fmt}{' --int8' if int8 else ''} needs the Python "
                                   f"package {package}, which is not installed "
-                                  "(pip install -r requirements.txt)")
+                                  "(pip install -r requirements.txt)") from None
 
 
 def sample_inputs(cfg: CfgNode, folder: str | os.PathLike | None, limit: int
@@ -121,6 +154,7 @@ def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,
     model = build_model(cfg)
     GrapeCheckpointer(model).load(weights)
     model.eval()
+    _static_roi_norms(model)
     if samples:
         image = samples[0]
     else:  # a mid-grey photo of the test size
@@ -200,14 +234,3 @@ def export_openvino(onnx_path: Path, xml_path: Path,
         model = nncf.quantize(model, dataset, subset_size=len(calibration))
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return [xml_path.name, xml_path.with_suffix(".bin").name]
-
-
-def package_missing(runtime: str) -> str | None:
-    """The package a runtime needs when it is not installed (for tests' skips)."""
-    import importlib.util
-
-    package = RUNTIME_PACKAGES.get(runtime)
-    return package if package and importlib.util.find_spec(package) is None else None
-
-
-

@@ -227,6 +227,20 @@ class ExportedRCNN(nn.Module):
         return results
 
 
+def check_installed(runtime: str) -> None:
+    """One line when the runtime's Python package cannot be imported."""
+    import importlib
+
+    package = RUNTIME_PACKAGES.get(runtime)
+    if package is None:
+        return
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise GrapeInputError(f"--runtime {runtime} needs the Python package {package}, which "
+                              "is not installed (pip install -r requirements.txt)") from None
+
+
 def read_export_info(export_dir: str | os.PathLike) -> dict:
     from ..fileio import read_json
 
@@ -266,14 +280,7 @@ def exported_runtime(cfg: CfgNode, runtime: str, export_dir: str | os.PathLike) 
     as the eager model."""
     if runtime not in BACKENDS:
         raise GrapeInputError(f"--runtime {runtime}: one of {', '.join(RUNTIMES)}")
-    package = RUNTIME_PACKAGES.get(runtime)
-    if package is not None:
-        import importlib.util
-
-        if importlib.util.find_spec(package) is None:
-            raise GrapeInputError(f"--runtime {runtime} needs the Python package {package}, "
-                                  f"which is not installed (pip install -r "
-                                  "requirements.txt)")
+    check_installed(runtime)
     info = read_export_info(export_dir)
     check_export_matches(cfg, info, export_dir)
     files = info.get("files", {})
