@@ -115,7 +115,18 @@ def sample_inputs(cfg: CfgNode, folder: str | os.PathLike | None, limit: int
         raise GrapeInputError(f"{folder}: --calibration folder holds no photo")
     step = max(1, len(files) // limit)
     prep = Runtime(cfg, nn.Identity(), prediction_metadata(cfg))
-    return [prep.prepare(decode_image(f, format="BGR"))["image"] for f in files[::step][:limit]]
+    images, skipped = [], []
+    for f in files[::step][:limit]:
+        try:
+            images.append(prep.prepare(decode_image(f, format="BGR"))["image"])
+        except GrapeInputError as e:
+            skipped.append(str(e))
+    if skipped:
+        logger.warning("calibration: %d undecodable photo(s) left out (first: %s)",
+                       len(skipped), skipped[0])
+    if not images:
+        raise GrapeInputError(f"{folder}: no --calibration photo could be decoded")
+    return images
 
 
 def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,

@@ -37,14 +37,14 @@ EXPORT_INFO = "export.json"
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
 # What the exported graph depends on: a config that differs here is another model.
 MODEL_KEYS_IGNORED = ("MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
-INPUT_KEYS = ("INPUT.FORMAT", "INPUT.DEPTH.ENABLED")
+INPUT_KEYS = ("INPUT.FORMAT", "INPUT.DEPTH.ENABLED", "TEST.DETECTIONS_PER_IMAGE")
 RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "openvino_int8": "openvino"}
 
 
 def model_signature(cfg: CfgNode) -> dict[str, str]:
     """The config values an exported graph bakes in (every ``MODEL.*`` key but the weights,
     the device and the score threshold, plus the input format), as strings."""
-    flat: dict[str, str] = {}
+    flat: dict[str, str] = {}  # also TEST.DETECTIONS_PER_IMAGE: the top-k is in the graph
 
     def walk(node, prefix: str) -> None:
         for key in sorted(node):
