@@ -30,7 +30,7 @@ def sharp_model(trained_model, tmp_path_factory):
 
 
 def build_cfg(weights, *extra):
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
 
     return build_config(DEMO_CONFIG, ["MODEL.WEIGHTS", str(weights), *SIZE_OPTS,
                                       "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(THRESH), *extra])
@@ -119,7 +119,7 @@ def test_exported_model_of_another_config_is_refused(export_dir, sharp_model, tm
                     "MODEL.ROI_HEADS.NUM_CLASSES", "2", *SIZE_OPTS)
     assert_user_error(proc, "does not match the config", "MODEL.ROI_HEADS.NUM_CLASSES")
     assert not (tmp_path / "o").exists()
-    from grape_instances.errors import GrapeInputError
+    from grape_instances.core.errors import GrapeInputError
     from grape_instances.inference.runtime import build_runtime
 
     with pytest.raises(GrapeInputError, match="score threshold 0.05"):
@@ -130,7 +130,7 @@ def test_exported_model_of_another_config_is_refused(export_dir, sharp_model, tm
 
 
 def test_runtime_not_installed_is_one_line(export_dir, sharp_model, monkeypatch):
-    from grape_instances.errors import GrapeInputError
+    from grape_instances.core.errors import GrapeInputError
     from grape_instances.inference.export import export_model
     from grape_instances.inference.runtime import build_runtime
 
@@ -156,3 +156,25 @@ def test_openvino_int8_runs(sharp_model, tiny_synth, tmp_path):
     paths = sorted((tiny_synth / "images" / "val").glob("*.jpg"))[:2]
     out = predict(build_runtime(cfg, "openvino_int8", tmp_path), paths)
     assert len(out) == 2 and all(len(i) <= 20 for i in out)
+
+
+def test_visualize_and_measure_run_the_exported_model(export_dir, sharp_model, tiny_synth,
+                                                      tmp_path):
+    """visualize.py and measure.py take --runtime/--exported: the same engine as predict.py,
+    the same detections as the checkpoint."""
+    photos = str(tiny_synth / "images" / "val")
+    common = ["--config-file", DEMO_CONFIG, "--input", photos, "--confidence-threshold", "0.05"]
+    found = {}
+    for runtime, extra in (("eager", []), ("onnx", ["--runtime", "onnx", "--exported",
+                                                     str(export_dir)])):
+        proc = run_tool("visualize.py", *common, "--output", str(tmp_path / runtime), *extra,
+                        "--opts", "MODEL.WEIGHTS", str(sharp_model), *SIZE_OPTS)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        found[runtime] = json.loads((tmp_path / runtime / "coco_results.json").read_text())
+    assert len(found["onnx"]) == len(found["eager"]) > 0
+    assert [r["file_name"] for r in found["onnx"]] == [r["file_name"] for r in found["eager"]]
+    proc = run_tool("measure.py", *common, "--out", str(tmp_path / "m.csv"), "--runtime", "onnx",
+                    "--exported", str(export_dir), "--opts", *SIZE_OPTS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nonempty = sum(int(mask_utils.area(r["segmentation"])) > 0 for r in found["onnx"])
+    assert len((tmp_path / "m.csv").read_text().splitlines()) == nonempty + 1

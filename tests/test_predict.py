@@ -138,7 +138,7 @@ def test_photo_measurements_use_the_measure_package():
     import torch
     from detectron2.structures import Boxes, Instances
 
-    from grape_instances.convert.warning_counter import WarningCounter
+    from grape_instances.core.warning_counter import WarningCounter
     from grape_instances.inference.batch import Prediction, photo_measurements, photo_results
 
     class FakeRuntime:

@@ -18,7 +18,7 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import exit_on_user_error
+from grape_instances.core.errors import exit_on_user_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="grape_instances")
     import grape_instances.modeling  # noqa: F401  (registers the semantic models)
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
     from grape_instances.inference.export import export_model
 
     opts = list(args.opts)

@@ -23,7 +23,7 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.core.errors import GrapeInputError, exit_on_user_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,9 +69,8 @@ def build(args):
     """Config, runtime, photo list and options, checked in the launching process (bad input
     is one line before any process starts or anything is written)."""
     import grape_instances.modeling  # noqa: F401  (registers the semantic models)
-    from grape_instances.data.datasets import register_from_config
-    from grape_instances.engine import build_config
     from grape_instances.inference.batch import BatchOptions, check_output_dir, list_photos
+    from grape_instances.inference.predictor import prediction_config
     from grape_instances.inference.runtime import build_runtime
 
     if args.shard_size < 1:
@@ -79,10 +78,8 @@ def build(args):
     opts = list(args.opts)
     if opts[:1] == ["--"]:
         opts = opts[1:]
-    tiling = ["TEST.TILE_SIZE", str(args.tile)] if args.tile else []
-    cfg = build_config(args.config_file, opts + [
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.confidence_threshold)] + tiling)
-    register_from_config(cfg)
+    cfg = prediction_config(args.config_file, opts, confidence_threshold=args.confidence_threshold,
+                            tile=args.tile)
     photos = list_photos(args.input, args.list)
     check_output_dir(args.input, args.output)
     if args.threads:
@@ -99,7 +96,7 @@ def build(args):
 
 def run(args, built=None) -> dict:
     """One process's part (under ``launch``)."""
-    from grape_instances.engine import _leave_process_group
+    from grape_instances.engine.trainer import _leave_process_group
     from grape_instances.inference.batch import predict_folder
 
     if comm.get_world_size() > 1:  # a spawned process: its own logging
@@ -141,7 +138,7 @@ def main(argv=None) -> None:
         launch(run, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
         if args.machine_rank == 0:
-            from grape_instances.fileio import read_json
+            from grape_instances.core.fileio import read_json
             from grape_instances.inference.batch import SUMMARY
 
             summary = read_json(os.path.join(args.output, SUMMARY), expect=dict)

@@ -50,7 +50,7 @@ def shrink_photos(src: str | os.PathLike, dst: str | os.PathLike, width: int = 1
     scale of the real-photo recipe), for a benchmark at that photo size."""
     import cv2
 
-    from ..convert.images import decode_image, list_image_files
+    from ..core.images import decode_image, list_image_files
 
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def _run_one(spec: PredictBenchSpec) -> dict:
     from detectron2.utils.logger import setup_logger
 
     import grape_instances.modeling  # noqa: F401
-    from grape_instances.engine import build_config
+    from grape_instances.data.build import build_config
     from grape_instances.inference.batch import BatchOptions, list_photos, predict_folder
     from grape_instances.inference.runtime import build_runtime
 

@@ -33,10 +33,10 @@ import torch
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from tqdm import tqdm
 
-from ..convert.images import IMAGE_EXTENSIONS, decode_image
-from ..convert.warning_counter import WarningCounter
-from ..errors import GrapeInputError
-from ..fileio import atomic_open, read_json, write_json_atomic
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_open, read_json, write_json_atomic
+from ..core.images import IMAGE_EXTENSIONS, decode_image
+from ..core.warning_counter import WarningCounter
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def iter_predictions(runtime: Runtime, paths: Sequence[Path], *, indices: Sequen
                              item["decode_s"], 0.0)
             continue
         start = time.perf_counter()
-        outputs = runtime([{k: item[k] for k in ("image", "height", "width")}])[0]
+        outputs = runtime.run([{k: item[k] for k in ("image", "height", "width")}])[0]
         if "instances" in outputs:
             outputs["instances"] = outputs["instances"].to("cpu")
         yield Prediction(item["index"], item["path"], item["original"], outputs, None,
@@ -235,7 +235,8 @@ def photo_measurements(pred: Prediction, rel: str, runtime: Runtime,
 
 
 def write_overlay(pred: Prediction, path: Path, runtime: Runtime) -> None:
-    from ..predict import draw_predictions, write_image_atomic
+    from .draw import draw_predictions
+    from .writers import write_image_atomic
 
     write_image_atomic(path, draw_predictions(pred.image, pred.outputs, runtime.metadata))
 

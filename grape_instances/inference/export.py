@@ -23,14 +23,13 @@ from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter
 from torch import nn
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 from .runtime import (
     EXPORT_INFO,
     OUTPUT_NAMES,
-    Runtime,
+    Preparer,
     file_sha256,
     model_signature,
-    prediction_metadata,
     write_export_info,
 )
 
@@ -108,17 +107,17 @@ def sample_inputs(cfg: CfgNode, folder: str | os.PathLike | None, limit: int
     them; none when no folder is given."""
     if folder is None:
         return []
-    from ..convert.images import decode_image, list_image_files
+    from ..core.images import decode_image, list_image_files
 
     files = list_image_files(folder, recursive=True)
     if not files:
         raise GrapeInputError(f"{folder}: --calibration folder holds no photo")
     step = max(1, len(files) // limit)
-    prep = Runtime(cfg, nn.Identity(), prediction_metadata(cfg))
+    prepare = Preparer(cfg)
     images, skipped = [], []
     for f in files[::step][:limit]:
         try:
-            images.append(prep.prepare(decode_image(f, format="BGR"))["image"])
+            images.append(prepare(decode_image(f, format="BGR"))["image"])
         except GrapeInputError as e:
             skipped.append(str(e))
     if skipped:
@@ -138,7 +137,7 @@ def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,
     from detectron2.modeling import build_model
 
     from ..checkpoint import GrapeCheckpointer, ensure_weights_available
-    from ..modeling import is_semantic_model
+    from ..core.config import is_semantic_model
 
     if fmt not in FORMATS:
         raise GrapeInputError(f"--format {fmt}: one of {', '.join(FORMATS)}")
@@ -176,7 +175,7 @@ def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,
     info_path = output_dir / EXPORT_INFO
     info = {}
     if info_path.is_file():
-        from ..fileio import read_json
+        from ..core.fileio import read_json
 
         old = read_json(info_path, expect=dict)
         if old.get("model_signature") == model_signature(cfg) and \

@@ -1,9 +1,9 @@
 """The runtimes a trained instance model runs on: eager PyTorch (the checkpoint), or a model
 exported by :mod:`.export` and run with TorchScript, ONNX Runtime or OpenVINO.
 
-Every runtime has the same contract, Detectron2's: :meth:`Runtime.prepare` turns a decoded
+Every runtime has the same contract, Detectron2's: :attr:`Runtime.prepare` turns a decoded
 BGR photo into the model's input dict (the config's test-time resize; cheap enough for data
-loader workers), and :meth:`Runtime.__call__` takes a list of them and returns
+loader workers), and :meth:`Runtime.run` takes a list of them and returns
 ``[{"instances": Instances}]`` at each photo's own size. An exported graph stops before
 post-processing (boxes in resized-input pixels, 28 x 28 mask probabilities); the project's
 own post-processing runs on top of it exactly as on the eager model: Detectron2's
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from ..errors import GrapeInputError
-from ..tiling import TiledModel
+from ..core.errors import GrapeInputError
+from .predictor import prediction_metadata
+from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +72,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def prediction_metadata(cfg: CfgNode):
-    """Metadata naming the model's classes: the test dataset's when it has as many classes as
-    the model, else generic names (as :class:`grape_instances.predict.Predictor`)."""
-    from ..data.datasets import THING_CLASSES
-
-    name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
-    metadata = MetadataCatalog.get(name)
-    classes = metadata.get("thing_classes")
-    n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if classes and len(classes) == n:
-        return metadata
-    names = list(THING_CLASSES) if n == len(THING_CLASSES) else [f"class {i}" for i in range(n)]
-    return MetadataCatalog.get(f"__grapes_predict_{n}").set(thing_classes=names)
-
-
 def dataset_category_ids(metadata, num_classes: int) -> list[int]:
     """Contiguous class index -> the dataset's own category id (the inverse of
     ``thing_dataset_id_to_contiguous_id``); ids from 1 when the dataset gives no mapping."""
@@ -97,44 +82,60 @@ def dataset_category_ids(metadata, num_classes: int) -> list[int]:
     return list(range(1, num_classes + 1))
 
 
-class Runtime:
-    """An instance model behind Detectron2's input/output contract (see the module doc)."""
+class Preparer:
+    """The test-time resize of a config as DefaultPredictor applies it: BGR photo in, model
+    input dict out. Small and picklable, for data loader workers."""
 
-    name = "eager"
-
-    def __init__(self, cfg: CfgNode, model: nn.Module, metadata) -> None:
+    def __init__(self, cfg: CfgNode) -> None:
         from detectron2.data import transforms as T
 
-        self.cfg = cfg.clone()
-        self.model = model
-        self.metadata = metadata
         self.input_format = cfg.INPUT.FORMAT
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST],
                                         cfg.INPUT.MAX_SIZE_TEST)
-        self.device = torch.device(cfg.MODEL.DEVICE)
-        self.category_ids = dataset_category_ids(metadata, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
 
-    def prepare(self, image_bgr: np.ndarray) -> dict:
-        """The model's input for one BGR photo, as DefaultPredictor builds it (on the CPU)."""
+    def __call__(self, image_bgr: np.ndarray) -> dict:
         image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
         height, width = image.shape[:2]
         resized = self.aug.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
 
+
+class Runtime:
+    """An instance model behind Detectron2's input/output contract (see the module doc)."""
+
+    name = "eager"
+
+    def __init__(self, cfg: CfgNode, model: nn.Module, metadata) -> None:
+        self.cfg = cfg.clone()
+        self.model = model
+        self.metadata = metadata
+        self.prepare = Preparer(cfg)
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        self.category_ids = dataset_category_ids(metadata, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+
+    needs_depth = False  # RGB models only (RGB-D models run on Predictor with --depth)
+
     @torch.no_grad()
-    def __call__(self, batched_inputs: list[dict]) -> list[dict]:
+    def run(self, batched_inputs: list[dict]) -> list[dict]:
+        """Prepared inputs in, ``[{"instances": ...}]`` out (at each photo's size)."""
         inputs = [{**x, "image": x["image"].to(self.device)} for x in batched_inputs]
         return self.model(inputs)
 
+    def __call__(self, image_bgr: np.ndarray, depth: np.ndarray | None = None) -> dict:
+        """One BGR photo in, ``{"instances": ...}`` out: Predictor's call, so that
+        visualize and measure run an exported model the way they run the checkpoint."""
+        if depth is not None:
+            raise GrapeInputError("a depth image was given to an RGB model")
+        return self.run([self.prepare(image_bgr)])[0]
+
     def predict(self, image_bgr: np.ndarray) -> dict:
-        """One photo in, ``{"instances": ...}`` out (DefaultPredictor's call)."""
-        return self([self.prepare(image_bgr)])[0]
+        return self(image_bgr)
 
 
 def eager_runtime(cfg: CfgNode, allow_random_weights: bool = False) -> Runtime:
     """The checkpoint in ``MODEL.WEIGHTS`` on PyTorch (tiled when ``TEST.TILE_SIZE`` > 0)."""
-    from ..predict import Predictor
+    from .predictor import Predictor
 
     predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
     return Runtime(cfg, predictor.model, predictor.metadata)
@@ -242,7 +243,7 @@ def check_installed(runtime: str) -> None:
 
 
 def read_export_info(export_dir: str | os.PathLike) -> dict:
-    from ..fileio import read_json
+    from ..core.fileio import read_json
 
     path = Path(export_dir) / EXPORT_INFO
     if not path.is_file():
@@ -313,7 +314,7 @@ def build_runtime(cfg: CfgNode, runtime: str = "eager", exported: str | os.PathL
     if cfg.INPUT.DEPTH.ENABLED:
         raise GrapeInputError("batch prediction runs RGB models; this config is RGB-D "
                               "(INPUT.DEPTH.ENABLED): use tools/visualize.py --depth")
-    from ..modeling import is_semantic_model
+    from ..core.config import is_semantic_model
 
     if is_semantic_model(cfg):
         raise GrapeInputError(f"{cfg.MODEL.META_ARCHITECTURE}: a semantic model; batch "
@@ -331,7 +332,7 @@ def build_runtime(cfg: CfgNode, runtime: str = "eager", exported: str | os.PathL
 
 
 def write_export_info(path: Path, info: dict) -> None:
-    from ..fileio import write_json_atomic
+    from ..core.fileio import write_json_atomic
 
     write_json_atomic(path, info, indent=1)
 

@@ -52,8 +52,11 @@ def visualize_files(
     output: str | os.PathLike,
     allow_random_weights: bool = False,
     depth_dir: str | os.PathLike | None = None,
+    predictor: Predictor | None = None,
 ) -> dict[str, object]:
     """Predict on each input, write ``<stem>.png`` overlays and ``coco_results.json``.
+    ``predictor``: an exported model's runtime (:func:`.runtime.build_runtime`) instead of
+    the checkpoint's Predictor.
 
     The results JSON is a COCO results list (``image_id`` = position in the input list,
     plus ``file_name``) so it can be scored or turned back into annotations
@@ -85,7 +88,8 @@ def visualize_files(
                               "images were given; give a folder")
     if not single_file:
         check_output_folder(output, inputs)
-    predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
+    if predictor is None:
+        predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
     if single_file:
         make_parent(output)  # one line when a file stands in the way
         return _draw_all(predictor, inputs, output.parent, output.parent,
