@@ -188,8 +188,11 @@ convert-wgisd: $(STAMP)
 demo: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/demo.py --output-dir $(DEMO_OUT)
 
+# Prediction rows (eager / TorchScript / ONNX Runtime / OpenVINO f32 and int8, 1x2 vs 2x1
+# processes): need the real-photo model of `make real` (skipped without it).
 bench: install
-	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py --threads $(THREADS) --out bench/benchmark.json
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py --threads $(THREADS) --out bench/benchmark.json \
+	    --predict-weights "$(REAL_OUT)/model_final.pth" --predict-photos "$(REAL_ROOT)/data"
 
 # The CPU recipe on real vineyard photos (WGISD, read in place): convert, split with every
 # variety in both parts, train configs/mask_rcnn_grapes_cpu_real.yaml (~45 min on 2 cores; a

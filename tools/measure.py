@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --config-file: predict on SIZE px windows (TEST.TILE_SIZE)")
     p.add_argument("--tile-overlap", type=float, default=None, metavar="FRACTION",
                    help="overlap of neighbouring windows (TEST.TILE_OVERLAP)")
+    p.add_argument("--runtime", default="eager",
+                   choices=["eager", "torchscript", "onnx", "openvino", "openvino_int8"],
+                   help="with --config-file: an exported model (--exported) instead of eager")
+    p.add_argument("--exported", metavar="EXPORT_DIR",
+                   help="folder written by tools/export_model.py")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return p.parse_args(argv)
@@ -130,7 +135,13 @@ def main(argv=None) -> None:
                                 confidence_threshold=args.confidence_threshold, tile=args.tile,
                                 tile_overlap=args.tile_overlap)
         jobs = jobs_from_files(expand_inputs(args.input))
-        summary = measure_jobs(jobs, args.out, predictor=Predictor(cfg),
+        if args.runtime != "eager" or args.exported:
+            from grape_instances.inference.runtime import build_runtime
+
+            predictor = build_runtime(cfg, args.runtime, args.exported)
+        else:
+            predictor = Predictor(cfg)
+        summary = measure_jobs(jobs, args.out, predictor=predictor,
                                source=args.config_file, **common)
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} image(s): see the warnings above")

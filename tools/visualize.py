@@ -39,6 +39,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tile-overlap", type=float, default=None, metavar="FRACTION",
                    help="overlap of neighbouring windows as a fraction of --tile "
                         "(TEST.TILE_OVERLAP, default 0.25)")
+    p.add_argument("--runtime", default="eager",
+                   choices=["eager", "torchscript", "onnx", "openvino", "openvino_int8"],
+                   help="eager PyTorch on MODEL.WEIGHTS, or an exported model (--exported)")
+    p.add_argument("--exported", metavar="EXPORT_DIR",
+                   help="folder written by tools/export_model.py")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return p.parse_args(argv)
@@ -63,7 +68,13 @@ def main(argv=None) -> None:
         done = visualize_video(cfg, args.video_input, args.output)
         print(f"{done['video']} ({done['frames']} frames) and {done['counts']} written")
         return
-    summary = visualize_files(cfg, expand_inputs(args.input), args.output, depth_dir=args.depth)
+    predictor = None
+    if args.runtime != "eager" or args.exported:
+        from grape_instances.inference.runtime import build_runtime
+
+        predictor = build_runtime(cfg, args.runtime, args.exported)
+    summary = visualize_files(cfg, expand_inputs(args.input), args.output, depth_dir=args.depth,
+                              predictor=predictor)
     if summary.get("skipped"):
         print(f"skipped {len(summary['skipped'])} unreadable image(s): see the warnings above")
     print(f"{len(summary['overlays'])} overlays, {len(summary['label_maps'])} label maps and "

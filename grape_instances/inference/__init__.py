@@ -2,4 +2,7 @@
 builder), ``tiling`` (tiled inference of instance models), ``draw`` (overlays, bunch ids),
 ``writers`` (overlay folders with their COCO results, annotated videos with per-frame counts,
 atomic image writes) and ``measure`` (the measuring loop of tools/measure.py, masks from a
-file or from the model). Every run of a model over photos goes through ``Predictor``."""
+file or from the model); ``runtime`` (the eager model or an exported one behind Detectron2's
+input/output contract), ``export`` (TorchScript / ONNX / OpenVINO export) and ``batch``
+(tools/predict.py: a season of photos through a data loader, in resumable shards). Every run
+of a model over photos goes through ``Predictor``'s model, eager or exported."""

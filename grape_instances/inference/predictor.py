@@ -28,6 +28,35 @@ from .tiling import TiledModel
 logger = logging.getLogger(__name__)
 
 
+def prediction_metadata(cfg: CfgNode):
+    """Metadata that names (and can draw) the model's outputs even when the test dataset is
+    not registered in this process: the test dataset's when its classes fit the model, else
+    generic names; stuff_classes for semantic models. Shared by every runtime."""
+    name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
+    metadata = MetadataCatalog.get(name)
+    semantic = is_semantic_model(cfg)
+    classes = metadata.get("thing_classes")
+    if not semantic and classes and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        classes = None  # another dataset's names would mislabel (or overrun) the classes
+    if not classes:
+        n = len(THING_CLASSES) if semantic else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        names = list(THING_CLASSES) if n == len(THING_CLASSES) else [
+            f"class {i}" for i in range(n)
+        ]
+        metadata = MetadataCatalog.get(f"__grapes_predict_{n}").set(thing_classes=names)
+    if semantic:
+        # Semantic outputs are drawn by class name: stuff_classes as in the semantic view.
+        stuff = stuff_classes_for(
+            metadata.thing_classes, cfg.DATASETS.SEMANTIC_MERGE_CLASSES
+        )
+        if len(stuff) != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+            stuff = [f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
+        metadata = MetadataCatalog.get(
+            "__grapes_predict_semantic_" + "|".join(stuff)
+        ).set(stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff)))
+    return metadata
+
+
 class Predictor(DefaultPredictor):
     """Detectron2's DefaultPredictor (checkpoint, test-time resize, one BGR image in) with a
     one-line error for a missing checkpoint, tiled inference of instance models when
@@ -61,28 +90,7 @@ class Predictor(DefaultPredictor):
             if tiled:
                 self.model = TiledModel.from_config(cfg, self.model)
             self.model = ContainmentFilter.wrap(cfg, self.model)
-        name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__grapes_unregistered"
-        self.metadata = MetadataCatalog.get(name)
-        semantic = is_semantic_model(cfg)
-        classes = self.metadata.get("thing_classes")
-        if not semantic and classes and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-            classes = None  # another dataset's names would mislabel (or overrun) the classes
-        if not classes:
-            n = len(THING_CLASSES) if semantic else cfg.MODEL.ROI_HEADS.NUM_CLASSES
-            names = list(THING_CLASSES) if n == len(THING_CLASSES) else [
-                f"class {i}" for i in range(n)
-            ]
-            self.metadata = MetadataCatalog.get(f"__grapes_predict_{n}").set(thing_classes=names)
-        if semantic:
-            # Semantic outputs are drawn by class name: stuff_classes as in the semantic view.
-            stuff = stuff_classes_for(
-                self.metadata.thing_classes, cfg.DATASETS.SEMANTIC_MERGE_CLASSES
-            )
-            if len(stuff) != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
-                stuff = [f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
-            self.metadata = MetadataCatalog.get(
-                "__grapes_predict_semantic_" + "|".join(stuff)
-            ).set(stuff_classes=stuff, stuff_colors=stuff_colors_for(len(stuff)))
+        self.metadata = prediction_metadata(cfg)
 
     @property
     def needs_depth(self) -> bool:

@@ -64,8 +64,11 @@ def visualize_files(
     output: str | os.PathLike,
     allow_random_weights: bool = False,
     depth_dir: str | os.PathLike | None = None,
+    predictor: Predictor | None = None,
 ) -> dict[str, object]:
     """Predict on each input, write ``<stem>.png`` overlays and ``coco_results.json``.
+    ``predictor``: an exported model's runtime (:func:`.runtime.build_runtime`) instead of
+    the checkpoint's Predictor.
 
     The results JSON is a COCO results list (``image_id`` = position in the input list,
     plus ``file_name``) so it can be scored or turned back into annotations
@@ -103,7 +106,8 @@ def visualize_files(
     else:
         check_output_folder(output, inputs)
         check_not_input(output, protected, folder=True)  # an input deeper inside, the depth
-    predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
+    if predictor is None:
+        predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
     if single_file:
         make_parent(output)  # one line when a file stands in the way
         return _draw_all(predictor, inputs, output.parent, output.parent,
