@@ -2,4 +2,6 @@
 builder), ``tiling`` (tiled inference of instance models), ``draw`` (overlays, bunch ids),
 ``writers`` (overlay folders with their COCO results, annotated videos with per-frame counts,
 atomic image writes) and ``measure`` (the measuring loop of tools/measure.py, masks from a
-file or from the model). Every run of a model over photos goes through ``Predictor``."""
+file or from the model); ``tracking`` and ``row_count`` (one track per bunch along a row
+video, counted per segment: tools/count_row.py). Every run of a model over photos goes
+through ``Predictor``."""

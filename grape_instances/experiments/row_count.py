@@ -1,0 +1,278 @@
+"""Counting along rendered row videos, scored against their ground truth (issue 16).
+
+* :func:`detect_cache`: run the model once over a video, keep its detections (RLE) in a
+  JSON file, so trackers and their settings are compared on the same detections;
+* :func:`coco_detections`: the ground-truth masks of a rendered video as "detections" (an
+  oracle detector: tests, and the tracker's upper bound);
+* :func:`score_run`: count error per video and per segment, and MOTA / IDF1 / ID switches
+  with ``motmetrics`` (box IoU >= 0.5), of one ``count_video`` output folder;
+* :func:`per_frame_baseline`: the same figures without a tracker, each frame's detections
+  counted again (what ``visualize.py --video-input`` gives);
+* :func:`compare_trackers` / :func:`evaluate`: the validation grid that picks the
+  ``TRACKING.*`` defaults, and the test table (``tools/row_count_eval.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from ..errors import GrapeInputError
+from ..fileio import read_json, write_json_atomic
+from ..inference.row_count import count_video, open_video, read_segments
+from ..inference.tracking import FrameDetections, TrackingSettings
+from ..tables import markdown_table
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- detections
+
+
+def _from_rles(items: Sequence[dict]) -> FrameDetections:
+    if not items:
+        return FrameDetections(np.zeros((0, 4)), np.zeros(0), [], np.zeros((0, 2), int))
+    masks = [mask_util.decode(d["segmentation"]).astype(bool) for d in items]
+    return FrameDetections.from_masks(masks, [d.get("score", 1.0) for d in items])
+
+
+def coco_detections(annotations_json: str | os.PathLike) -> dict[int, FrameDetections]:
+    """Ground-truth masks of a rendered row video, per frame index (score 1)."""
+    coco = read_json(annotations_json, expect=dict)
+    frame_of = {im["id"]: im["frame_index"] for im in coco["images"]}
+    per: dict[int, list[dict]] = {f: [] for f in frame_of.values()}
+    for a in coco["annotations"]:
+        per[frame_of[a["image_id"]]].append(a)
+    return {f: _from_rles(v) for f, v in per.items()}
+
+
+def cached(detections: dict[int, FrameDetections]):
+    """A detector (``count_video``'s) that returns prepared detections by frame index."""
+    empty = FrameDetections(np.zeros((0, 4)), np.zeros(0), [], np.zeros((0, 2), int))
+    return lambda frame, index: detections.get(index, empty)
+
+
+def detect_cache(detector, video: str | os.PathLike, cache: str | os.PathLike) -> dict:
+    """Run ``detector`` on every frame of ``video`` once; detections (RLE, score) go to the
+    JSON ``cache``, reused when it exists. Returns frame index -> FrameDetections and the
+    model's seconds per frame."""
+    cache = Path(cache)
+    if not cache.is_file():
+        capture, _, _ = open_video(video)
+        frames, seconds, n = {}, 0.0, 0
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                t0 = time.perf_counter()
+                det = detector(frame, n)
+                seconds += time.perf_counter() - t0
+                h, w = frame.shape[:2]
+                frames[n] = [{"segmentation": _rle(det.mask(i, h, w)),
+                              "score": float(det.scores[i])} for i in range(len(det))]
+                n += 1
+        finally:
+            capture.release()
+        write_json_atomic(cache, {"frames": frames, "model_s_per_frame": seconds / max(n, 1)})
+    data = read_json(cache, expect=dict)
+    return {"detections": {int(f): _from_rles(v) for f, v in data["frames"].items()},
+            "model_s_per_frame": data["model_s_per_frame"]}
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _read_mot(path: Path, ids: set[int] | None = None) -> dict[int, list[tuple]]:
+    per: dict[int, list[tuple]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            f, tid, x, y, w, h = (float(v) for v in line.split(",")[:6])
+            if ids is None or int(tid) in ids:
+                per.setdefault(int(f), []).append((int(tid), x, y, w, h))
+    return per
+
+
+def mot_metrics(gt_txt: str | os.PathLike, hyp: dict[int, list[tuple]], frames: Iterable[int]
+                ) -> dict:
+    """MOTA, IDF1, ID switches (motmetrics, box IoU >= 0.5) over ``frames`` (1-based)."""
+    import motmetrics as mm  # noqa: PLC0415
+
+    gt = _read_mot(Path(gt_txt))
+    acc = mm.MOTAccumulator(auto_id=True)
+    for f in frames:
+        g, hy = gt.get(f, []), hyp.get(f, [])
+        dist = mm.distances.iou_matrix(np.array([r[1:] for r in g]).reshape(-1, 4),
+                                       np.array([r[1:] for r in hy]).reshape(-1, 4),
+                                       max_iou=0.5)
+        acc.update([r[0] for r in g], [r[0] for r in hy], dist)
+    s = mm.metrics.create().compute(acc, metrics=["mota", "idf1", "num_switches"], name="v")
+    return {"mota": float(s["mota"].iloc[0]), "idf1": float(s["idf1"].iloc[0]),
+            "id_switches": int(s["num_switches"].iloc[0])}
+
+
+def count_errors(counts: dict[str, int], truth: dict) -> dict:
+    """|counted - true| / true for the video and each segment (vine)."""
+    per = {}
+    for name, true in truth["segments"].items():
+        got = counts.get(name, 0)
+        per[name] = abs(got - true) / true if true else float(got > 0)
+    total = sum(v for k, v in counts.items() if k != "total")
+    return {"video": abs(total - truth["total"]) / max(truth["total"], 1), "segments": per,
+            "counted": total, "true": truth["total"]}
+
+
+def score_run(video_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict:
+    """Count errors and MOT metrics of one ``count_video`` output on one rendered video.
+    Only counted tracks are scored (``tracks.csv``'s ``counted``)."""
+    video_dir, run_dir = Path(video_dir), Path(run_dir)
+    truth = read_json(video_dir / "truth.json", expect=dict)
+    summary = read_json(run_dir / "summary.json", expect=dict)
+    with open(run_dir / "tracks.csv", newline="") as f:
+        ids = {int(r["track_id"]) for r in csv.DictReader(f) if r["counted"] == "1"}
+    hyp = _read_mot(run_dir / "mot.txt", ids)
+    step = summary["frame_step"]
+    frames = [f + 1 for f in range(0, summary["frames"], step)]
+    return {**count_errors(summary["segments"], truth),
+            **mot_metrics(video_dir / "gt" / "gt.txt", hyp, frames),
+            "tracker_ms_per_frame": 1000 * summary["tracker_s"] / summary["processed_frames"]}
+
+
+def per_frame_baseline(video_dir: str | os.PathLike, detections: dict[int, FrameDetections],
+                       score_thresh: float) -> dict:
+    """No tracker: every frame's detections are counted again (a new id each)."""
+    video_dir = Path(video_dir)
+    truth = read_json(video_dir / "truth.json", expect=dict)
+    segments = read_segments(video_dir / "segments.csv")
+    counts = {s.name: 0 for s in segments}
+    hyp: dict[int, list[tuple]] = {}
+    next_id = 1
+    for f in range(truth["frames"]):
+        det = detections.get(f)
+        if det is None:
+            continue
+        keep = [i for i in range(len(det)) if det.scores[i] >= score_thresh]
+        name = next(s.name for s in segments if s.first_frame <= f <= s.last_frame)
+        counts[name] += len(keep)
+        for i in keep:
+            x0, y0, x1, y1 = det.boxes[i]
+            hyp.setdefault(f + 1, []).append((next_id, x0, y0, x1 - x0, y1 - y0))
+            next_id += 1
+    return {**count_errors(counts, truth),
+            **mot_metrics(video_dir / "gt" / "gt.txt", hyp, range(1, truth["frames"] + 1))}
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def run_settings(video_dir: Path, detections: dict[int, FrameDetections],
+                 settings: TrackingSettings, out: Path, frame_step: int = 1) -> dict:
+    """Track cached detections of one rendered video with ``settings`` and score them."""
+    count_video(cached(detections), video_dir / "video.mp4", out, settings,
+                segments_csv=video_dir / "segments.csv", frame_step=frame_step,
+                write_video=False, progress=False)
+    return score_run(video_dir, out)
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Means over videos: count error per video and per segment, MOTA, IDF1, ID switches."""
+    seg = [e for r in rows for e in r["segments"].values()]
+    return {"count_err_video": _mean(rows, "video"), "count_err_segment": float(np.mean(seg)),
+            "mota": _mean(rows, "mota"), "idf1": _mean(rows, "idf1"),
+            "id_switches": float(np.sum([r["id_switches"] for r in rows])),
+            "tracker_ms": _mean(rows, "tracker_ms_per_frame") if "tracker_ms_per_frame"
+            in rows[0] else float("nan")}
+
+
+#: (backend, match, camera motion) compared on the validation videos.
+GRID_TRACKERS = [("norfair", "mask", True), ("norfair", "box", True), ("norfair", "mask", False),
+                 ("norfair", "box", False), ("bytetrack", "box", False)]
+
+
+def compare_trackers(videos: Sequence[Path], dets: dict[Path, dict], out: Path,
+                     min_frames: Sequence[int] = (1, 2, 3, 5, 8),
+                     max_gaps: Sequence[int] = (5, 10, 20), score_thresh: float = 0.5
+                     ) -> list[dict]:
+    """Every tracker x MAX_GAP x MIN_FRAMES on the validation videos; one row per setting."""
+    table = []
+    for backend, match, cmc in GRID_TRACKERS:
+        for gap in max_gaps:
+            for mf in min_frames:
+                s = TrackingSettings(backend=backend, match=match, max_gap=gap, min_frames=mf,
+                                     score_thresh=score_thresh, camera_motion=cmc)
+                name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{gap}-{mf}"
+                rows = [run_settings(v, dets[v]["detections"], s, out / name / v.name)
+                        for v in videos]
+                table.append({"backend": backend, "match": match, "camera_motion": cmc,
+                              "max_gap": gap, "min_frames": mf, **summarize(rows)})
+    return table
+
+
+def markdown(rows: list[dict], first: Sequence[str]) -> str:
+    cols = [*first, "count_err_video", "count_err_segment", "mota", "idf1", "id_switches",
+            "tracker_ms"]
+    body = [[r[c] if c in first else (f"{100 * r[c]:.1f} %" if c.startswith("count") else
+                                      f"{r[c]:.3f}" if c in ("mota", "idf1") else
+                                      f"{r[c]:.0f}" if c == "id_switches" else f"{r[c]:.2f}")
+             for c in cols] for r in rows]
+    return markdown_table(cols, body, ["left"] * len(first) + ["right"] * (len(cols) - len(first)))
+
+
+def video_dirs(root: str | os.PathLike, split: str) -> list[Path]:
+    found = sorted(p for p in (Path(root) / split).glob("*") if (p / "truth.json").is_file())
+    if not found:
+        raise GrapeInputError(f"{root}/{split}: no rendered row videos (make_synthetic.py "
+                              "--row-videos)")
+    return found
+
+
+def evaluate(videos: Sequence[Path], dets: dict[Path, dict], settings: TrackingSettings,
+             out: Path) -> dict:
+    """The test table: with the tracker and without it (per-frame detections counted)."""
+    tracked = [run_settings(v, dets[v]["detections"], settings, out / "tracked" / v.name)
+               for v in videos]
+    base = [per_frame_baseline(v, dets[v]["detections"], settings.score_thresh)
+            for v in videos]
+    result = {"tracked": summarize(tracked), "per_frame": summarize(base),
+              "videos": {v.name: {"tracked": t, "per_frame": b}
+                         for v, t, b in zip(videos, tracked, base, strict=True)}}
+    write_json_atomic(out / "eval.json", result, indent=1, nan_as_null=True)
+    return result
+
+
+def load_detections(videos: Sequence[Path], detector, cache_dir: Path, oracle: bool = False
+                    ) -> dict[Path, dict]:
+    """Detections of each video: the model's (cached under ``cache_dir``) or the truth's."""
+    out = {}
+    for v in videos:
+        if oracle:
+            out[v] = {"detections": coco_detections(v / "annotations.json"),
+                      "model_s_per_frame": 0.0}
+        else:
+            out[v] = detect_cache(detector, v / "video.mp4",
+                                  cache_dir / f"{v.parent.name}_{v.name}.json")
+    return out
+
+
+def dump(obj, path: Path) -> None:
+    write_json_atomic(path, json.loads(json.dumps(obj, default=float)), indent=1,
+                      nan_as_null=True)
