@@ -155,6 +155,11 @@ def _add_tracking_config(cfg: CN) -> None:
     # norfair: estimate the camera's pan between frames (optical flow outside the bunches)
     # and track in row coordinates, so a fast pan does not break tracks.
     cfg.TRACKING.CAMERA_MOTION = True
+    # With CAMERA_MOTION, bunches are still in row coordinates: a track stays where it was last
+    # seen (norfair's NoFilter) instead of following a Kalman filter's velocity, which boxes
+    # cut by the frame edge or by leaves skew; what lets a bunch that left the view come back
+    # with its id.
+    cfg.TRACKING.STATIC = True
     # A detection joins a track when their IoU is at least this.
     cfg.TRACKING.MIN_IOU = 0.1
     # A track counts as a bunch when seen in at least this many processed frames; shorter

@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from ..errors import GrapeInputError
-from ..fileio import read_json, write_json_atomic
+from ..fileio import atomic_outputs, read_json, write_json_atomic
 from ..inference.row_count import count_video, open_video, read_segments
 from ..inference.tracking import FrameDetections, TrackingSettings
 from ..tables import markdown_table
@@ -60,10 +60,11 @@ def cached(detections: dict[int, FrameDetections]):
     return lambda frame, index: detections.get(index, empty)
 
 
-def detect_cache(detector, video: str | os.PathLike, cache: str | os.PathLike) -> dict:
-    """Run ``detector`` on every frame of ``video`` once; detections (RLE, score) go to the
-    JSON ``cache``, reused when it exists. Returns frame index -> FrameDetections and the
-    model's seconds per frame."""
+def detect_cache(detector, video: str | os.PathLike, cache: str | os.PathLike,
+                 frame_step: int = 1) -> dict:
+    """Run ``detector`` on every ``frame_step``-th frame of ``video`` once; detections (RLE,
+    score) go to the JSON ``cache``, reused when it exists. Returns frame index ->
+    FrameDetections and the model's seconds per frame."""
     cache = Path(cache)
     if not cache.is_file():
         capture, _, _ = open_video(video)
@@ -73,6 +74,9 @@ def detect_cache(detector, video: str | os.PathLike, cache: str | os.PathLike) -
                 ok, frame = capture.read()
                 if not ok:
                     break
+                if n % frame_step:
+                    n += 1
+                    continue
                 t0 = time.perf_counter()
                 det = detector(frame, n)
                 seconds += time.perf_counter() - t0
@@ -82,10 +86,11 @@ def detect_cache(detector, video: str | os.PathLike, cache: str | os.PathLike) -
                 n += 1
         finally:
             capture.release()
-        write_json_atomic(cache, {"frames": frames, "model_s_per_frame": seconds / max(n, 1)})
+        write_json_atomic(cache, {"frames": frames, "frame_step": frame_step,
+                                  "model_s_per_frame": seconds / max(len(frames), 1)})
     data = read_json(cache, expect=dict)
     return {"detections": {int(f): _from_rles(v) for f, v in data["frames"].items()},
-            "model_s_per_frame": data["model_s_per_frame"]}
+            "model_s_per_frame": data["model_s_per_frame"], "frame_step": data["frame_step"]}
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -137,32 +142,43 @@ def count_errors(counts: dict[str, int], truth: dict) -> dict:
             "counted": total, "true": truth["total"]}
 
 
-def score_run(video_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict:
+def score_run(video_dir: str | os.PathLike, run_dir: str | os.PathLike,
+              min_frames: int | None = None) -> dict:
     """Count errors and MOT metrics of one ``count_video`` output on one rendered video.
-    Only counted tracks are scored (``tracks.csv``'s ``counted``)."""
+    Only counted tracks are scored: ``tracks.csv``'s ``counted``, or with ``min_frames``
+    those seen in at least that many frames (the counting rule re-applied to the same
+    tracks, so a grid over it needs one tracking run)."""
     video_dir, run_dir = Path(video_dir), Path(run_dir)
     truth = read_json(video_dir / "truth.json", expect=dict)
     summary = read_json(run_dir / "summary.json", expect=dict)
     with open(run_dir / "tracks.csv", newline="") as f:
-        ids = {int(r["track_id"]) for r in csv.DictReader(f) if r["counted"] == "1"}
-    hyp = _read_mot(run_dir / "mot.txt", ids)
+        tracks = list(csv.DictReader(f))
+    if min_frames is None:
+        kept = [t for t in tracks if t["counted"] == "1"]
+        counts = summary["segments"]
+    else:
+        kept = [t for t in tracks if int(t["frames_seen"]) >= min_frames]
+        counts = {name: 0 for name in summary["segments"]}
+        for t in kept:
+            counts[t["segment"]] = counts.get(t["segment"], 0) + 1
+    hyp = _read_mot(run_dir / "mot.txt", {int(t["track_id"]) for t in kept})
     step = summary["frame_step"]
     frames = [f + 1 for f in range(0, summary["frames"], step)]
-    return {**count_errors(summary["segments"], truth),
+    return {**count_errors(counts, truth),
             **mot_metrics(video_dir / "gt" / "gt.txt", hyp, frames),
             "tracker_ms_per_frame": 1000 * summary["tracker_s"] / summary["processed_frames"]}
 
 
 def per_frame_baseline(video_dir: str | os.PathLike, detections: dict[int, FrameDetections],
-                       score_thresh: float) -> dict:
-    """No tracker: every frame's detections are counted again (a new id each)."""
+                       score_thresh: float, frame_step: int = 1) -> dict:
+    """No tracker: every processed frame's detections are counted again (a new id each)."""
     video_dir = Path(video_dir)
     truth = read_json(video_dir / "truth.json", expect=dict)
     segments = read_segments(video_dir / "segments.csv")
     counts = {s.name: 0 for s in segments}
     hyp: dict[int, list[tuple]] = {}
     next_id = 1
-    for f in range(truth["frames"]):
+    for f in range(0, truth["frames"], frame_step):
         det = detections.get(f)
         if det is None:
             continue
@@ -174,19 +190,24 @@ def per_frame_baseline(video_dir: str | os.PathLike, detections: dict[int, Frame
             hyp.setdefault(f + 1, []).append((next_id, x0, y0, x1 - x0, y1 - y0))
             next_id += 1
     return {**count_errors(counts, truth),
-            **mot_metrics(video_dir / "gt" / "gt.txt", hyp, range(1, truth["frames"] + 1))}
+            **mot_metrics(video_dir / "gt" / "gt.txt", hyp,
+                          range(1, truth["frames"] + 1, frame_step))}
 
 
 # --------------------------------------------------------------------------- experiments
 
 
 def run_settings(video_dir: Path, detections: dict[int, FrameDetections],
-                 settings: TrackingSettings, out: Path, frame_step: int = 1) -> dict:
-    """Track cached detections of one rendered video with ``settings`` and score them."""
+                 settings: TrackingSettings, out: Path, frame_step: int = 1,
+                 min_frames: Sequence[int] | None = None) -> dict | list[dict]:
+    """Track cached detections of one rendered video with ``settings`` and score them (one
+    score per value of ``min_frames`` when given)."""
     count_video(cached(detections), video_dir / "video.mp4", out, settings,
                 segments_csv=video_dir / "segments.csv", frame_step=frame_step,
                 write_video=False, progress=False)
-    return score_run(video_dir, out)
+    if min_frames is None:
+        return score_run(video_dir, out)
+    return [score_run(video_dir, out, mf) for mf in min_frames]
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -216,14 +237,16 @@ def compare_trackers(videos: Sequence[Path], dets: dict[Path, dict], out: Path,
     table = []
     for backend, match, cmc in GRID_TRACKERS:
         for gap in max_gaps:
-            for mf in min_frames:
-                s = TrackingSettings(backend=backend, match=match, max_gap=gap, min_frames=mf,
-                                     score_thresh=score_thresh, camera_motion=cmc)
-                name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{gap}-{mf}"
-                rows = [run_settings(v, dets[v]["detections"], s, out / name / v.name)
-                        for v in videos]
+            s = TrackingSettings(backend=backend, match=match, max_gap=gap, min_frames=1,
+                                 score_thresh=score_thresh, camera_motion=cmc)
+            name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{gap}"
+            per_video = [run_settings(v, dets[v]["detections"], s, out / name / v.name,
+                                      dets[v].get("frame_step", 1), min_frames)
+                         for v in videos]
+            for k, mf in enumerate(min_frames):
                 table.append({"backend": backend, "match": match, "camera_motion": cmc,
-                              "max_gap": gap, "min_frames": mf, **summarize(rows)})
+                              "max_gap": gap, "min_frames": mf,
+                              **summarize([rows[k] for rows in per_video])})
     return table
 
 
@@ -248,10 +271,10 @@ def video_dirs(root: str | os.PathLike, split: str) -> list[Path]:
 def evaluate(videos: Sequence[Path], dets: dict[Path, dict], settings: TrackingSettings,
              out: Path) -> dict:
     """The test table: with the tracker and without it (per-frame detections counted)."""
-    tracked = [run_settings(v, dets[v]["detections"], settings, out / "tracked" / v.name)
-               for v in videos]
-    base = [per_frame_baseline(v, dets[v]["detections"], settings.score_thresh)
-            for v in videos]
+    tracked = [run_settings(v, dets[v]["detections"], settings, out / "tracked" / v.name,
+                            dets[v].get("frame_step", 1)) for v in videos]
+    base = [per_frame_baseline(v, dets[v]["detections"], settings.score_thresh,
+                               dets[v].get("frame_step", 1)) for v in videos]
     result = {"tracked": summarize(tracked), "per_frame": summarize(base),
               "videos": {v.name: {"tracked": t, "per_frame": b}
                          for v, t, b in zip(videos, tracked, base, strict=True)}}
@@ -259,20 +282,106 @@ def evaluate(videos: Sequence[Path], dets: dict[Path, dict], settings: TrackingS
     return result
 
 
-def load_detections(videos: Sequence[Path], detector, cache_dir: Path, oracle: bool = False
-                    ) -> dict[Path, dict]:
+def load_detections(videos: Sequence[Path], detector, cache_dir: Path, oracle: bool = False,
+                    frame_step: int = 1) -> dict[Path, dict]:
     """Detections of each video: the model's (cached under ``cache_dir``) or the truth's."""
     out = {}
     for v in videos:
         if oracle:
-            out[v] = {"detections": coco_detections(v / "annotations.json"),
-                      "model_s_per_frame": 0.0}
+            dets = coco_detections(v / "annotations.json")
+            out[v] = {"detections": {f: d for f, d in dets.items() if f % frame_step == 0},
+                      "model_s_per_frame": 0.0, "frame_step": frame_step}
         else:
             out[v] = detect_cache(detector, v / "video.mp4",
-                                  cache_dir / f"{v.parent.name}_{v.name}.json")
+                                  cache_dir / f"{v.parent.name}_{v.name}_s{frame_step}.json",
+                                  frame_step)
     return out
+
+
+def pick(table: list[dict]) -> dict:
+    """The validation row with the lowest count error (video + segment), then highest IDF1."""
+    return min(table, key=lambda r: (round(r["count_err_video"] + r["count_err_segment"], 4),
+                                     -r["idf1"]))
+
+
+def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
+                 frame_step: int = 1, score_thresh: float = 0.5, oracle: bool = False) -> dict:
+    """Tune on ``root/val``, score once on ``root/test``; writes ``out/row_eval.md`` + JSON.
+
+    ``detector`` None with ``oracle``: ground-truth masks as detections (the tracker's
+    ceiling). The grid: :data:`GRID_TRACKERS` x MAX_GAP x MIN_FRAMES.
+    """
+    out = Path(out)
+    val, test = video_dirs(root, "val"), video_dirs(root, "test")
+    cache = out / "detections"
+    t0 = time.perf_counter()
+    dval = load_detections(val, detector, cache, oracle, frame_step)
+    dtest = load_detections(test, detector, cache, oracle, frame_step)
+    model_s = float(np.mean([d["model_s_per_frame"] for d in [*dval.values(),
+                                                               *dtest.values()]]))
+    logger.info("detections ready in %.0f s", time.perf_counter() - t0)
+    table = compare_trackers(val, dval, out / "val", score_thresh=score_thresh)
+    best = pick(table)
+    settings = TrackingSettings(backend=best["backend"], match=best["match"],
+                                camera_motion=best["camera_motion"], max_gap=best["max_gap"],
+                                min_frames=best["min_frames"], score_thresh=score_thresh)
+    result = evaluate(test, dtest, settings, out / "test")
+    # The best setting of each tracker on validation, scored on test too (the comparison).
+    per_tracker = []
+    for backend, match, cmc in GRID_TRACKERS:
+        rows = [r for r in table if (r["backend"], r["match"], r["camera_motion"])
+                == (backend, match, cmc)]
+        b = pick(rows)
+        s = TrackingSettings(backend=backend, match=match, camera_motion=cmc,
+                             max_gap=b["max_gap"], min_frames=b["min_frames"],
+                             score_thresh=score_thresh)
+        name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}"
+        tested = [run_settings(v, dtest[v]["detections"], s, out / "test-trackers" / name /
+                               v.name, frame_step) for v in test]
+        per_tracker.append({"backend": backend, "match": match, "camera_motion": cmc,
+                            "max_gap": b["max_gap"], "min_frames": b["min_frames"],
+                            "val_count_err_video": b["count_err_video"], "val_idf1": b["idf1"],
+                            **summarize(tested)})
+    report = {"frame_step": frame_step, "oracle": oracle, "model_s_per_frame": model_s,
+              "chosen": {k: best[k] for k in ("backend", "match", "camera_motion", "max_gap",
+                                                "min_frames")},
+              "val_grid": table, "test": result, "test_trackers": per_tracker}
+    dump(report, out / "row_eval.json")
+    lines = [f"# Row counting: test videos ({len(test)}), frame step {frame_step}, "
+             f"{'oracle detections' if oracle else 'model detections'}", "",
+             f"Chosen on {len(val)} validation videos: {report['chosen']}", "",
+             markdown([{"method": "tracked", **result["tracked"]},
+                       {"method": "per-frame (no tracker)", **result["per_frame"]}],
+                      ["method"]), "",
+             "Each tracker at its best validation setting, on the test videos:", "",
+             markdown([{**r, "tracker": f"{r['backend']} {r['match']}"
+                        f"{' +camera motion' if r['camera_motion'] else ''}",
+                        "gap/min": f"{r['max_gap']}/{r['min_frames']}"} for r in per_tracker],
+                      ["tracker", "gap/min"]), "",
+             f"Model: {model_s * 1000:.0f} ms per frame (detection), mean over the videos."]
+    text = "\n".join(lines) + "\n"
+    with atomic_outputs([out / "row_eval.md"], overwrite=True) as o, \
+            o.open(out / "row_eval.md") as f:
+        f.write(text)
+    report["markdown"] = text
+    return report
 
 
 def dump(obj, path: Path) -> None:
     write_json_atomic(path, json.loads(json.dumps(obj, default=float)), indent=1,
                       nan_as_null=True)
+
+
+def score_table(video_dir: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """Markdown: true and counted bunches per segment and in total, count errors, MOTA, IDF1
+    and ID switches of one ``count_row`` output on one rendered video."""
+    s = score_run(video_dir, run_dir)
+    truth = read_json(Path(video_dir) / "truth.json", expect=dict)
+    counts = read_json(Path(run_dir) / "summary.json", expect=dict)["segments"]
+    rows = [[name, str(true), str(counts.get(name, 0)), f"{100 * s['segments'][name]:.0f} %"]
+            for name, true in truth["segments"].items()]
+    rows.append(["total", str(s["true"]), str(s["counted"]), f"{100 * s['video']:.1f} %"])
+    table = markdown_table(["segment", "true", "counted", "count error"], rows,
+                           ["left", "right", "right", "right"])
+    return (f"{table}\n\nMOTA {s['mota']:.3f}, IDF1 {s['idf1']:.3f}, ID switches "
+            f"{s['id_switches']} (motmetrics, box IoU >= 0.5)\n")

@@ -391,3 +391,21 @@ def _write_tables(folder: Path, book: TrackBook, settings: TrackingSettings,
         w.writerows(per_segment.items())
         w.writerow(["total", len(good)])
     return {"total": len(good), "segments": per_segment, "tracks": len(book.tracks)}
+
+
+def count_row(cfg, video: str | os.PathLike, output: str | os.PathLike, **kwargs) -> dict:
+    """:func:`count_video` with the instance model of ``cfg`` (``MODEL.WEIGHTS``) and its
+    ``TRACKING.*`` settings; ``kwargs`` as :func:`count_video`'s."""
+    from ..predict import Predictor  # noqa: PLC0415  (loads Detectron2's model code)
+
+    if cfg.INPUT.DEPTH.ENABLED:
+        raise GrapeInputError("an RGB-D model (INPUT.DEPTH.ENABLED) cannot run on a video "
+                              "without aligned depth frames; count_row takes RGB models")
+    settings = TrackingSettings.from_config(cfg)
+    capture, _, frames = open_video(video)  # bad inputs: one line before the model loads
+    capture.release()
+    if kwargs.get("segments_csv"):
+        read_segments(kwargs["segments_csv"], frames or None)
+    predictor = Predictor(cfg)
+    return count_video(model_detector(predictor, settings.score_thresh), video, output,
+                       settings, **kwargs)

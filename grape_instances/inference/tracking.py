@@ -116,16 +116,36 @@ def _mask_distance(detection, tracked) -> float:
                                   np.asarray(origin) + shift)
 
 
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes given as 2 x 2 corner points."""
+    (ax0, ay0), (ax1, ay1) = a
+    (bx0, by0), (bx1, by1) = b
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _reid_distance(new, old) -> float:
+    """norfair re-identification: 1 - box IoU of a new track and a lost one, both where the
+    filter puts them now (in row coordinates when the camera motion is estimated)."""
+    absolute = new.abs_to_rel is not None
+    return 1.0 - _box_iou(new.get_estimate(absolute=absolute),
+                          old.get_estimate(absolute=absolute))
+
+
 class NorfairBackend:
     """norfair's tracker on box corners, matched by box IoU or motion-compensated mask IoU."""
 
     def __init__(self, match: str, max_gap: int, min_iou: float,
-                 camera_motion: bool = True) -> None:
+                 camera_motion: bool = True, static: bool = False) -> None:
         from norfair import Tracker  # noqa: PLC0415  (a pinned dependency; imported on use)
         from norfair.camera_motion import (  # noqa: PLC0415
             MotionEstimator,
             TranslationTransformationGetter,
         )
+        from norfair.filter import NoFilterFactory, OptimizedKalmanFilterFactory  # noqa: PLC0415
 
         self.match = match
         # The camera pans along the row: norfair estimates the frame-to-frame translation
@@ -134,8 +154,11 @@ class NorfairBackend:
             max_points=200, min_distance=10,
             transformations_getter=TranslationTransformationGetter()) if camera_motion else None
         distance = _mask_distance if match == "mask" else "iou"
-        # hit_counter_max: frames a track lives on without a detection; initialization_delay 0:
-        # every detection is a track at once (what counts is decided later, by MIN_FRAMES).
+        # A track seen k times lives on min(k, max_gap) frames without a detection
+        # (hit_counter_max); once lost, a new track where the filter puts it within max_gap
+        # more frames takes its id back (norfair's re-identification). initialization_delay
+        # 0: a track is reported from its second detection (what counts is decided later,
+        # by MIN_FRAMES).
         root = logging.getLogger()  # norfair logs a speed hint for any non-built-in distance
         level = root.level
         root.setLevel(logging.ERROR)
@@ -143,7 +166,12 @@ class NorfairBackend:
             self.tracker = Tracker(distance_function=distance,
                                    distance_threshold=1.0 - min_iou,
                                    hit_counter_max=max(int(max_gap), 1),
-                                   initialization_delay=0, past_detections_length=0)
+                                   initialization_delay=0, past_detections_length=0,
+                                   filter_factory=NoFilterFactory() if static
+                                   else OptimizedKalmanFilterFactory(),
+                                   reid_distance_function=_reid_distance,
+                                   reid_distance_threshold=1.0 - min_iou,
+                                   reid_hit_counter_max=max(int(max_gap), 1))
         finally:
             root.setLevel(level)
 
@@ -210,6 +238,7 @@ class TrackingSettings:
     min_frames: int = 3
     score_thresh: float = 0.5
     camera_motion: bool = True
+    static: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -230,12 +259,14 @@ class TrackingSettings:
         t = cfg.TRACKING
         return cls(backend=t.BACKEND, match=t.MATCH, max_gap=int(t.MAX_GAP),
                    min_iou=float(t.MIN_IOU), min_frames=int(t.MIN_FRAMES),
-                   score_thresh=float(t.SCORE_THRESH), camera_motion=bool(t.CAMERA_MOTION))
+                   score_thresh=float(t.SCORE_THRESH), camera_motion=bool(t.CAMERA_MOTION),
+                   static=bool(t.STATIC))
 
     def build(self):
         if self.backend == "bytetrack":
             return ByteTrackBackend(self.max_gap, self.min_iou, self.score_thresh)
-        return NorfairBackend(self.match, self.max_gap, self.min_iou, self.camera_motion)
+        return NorfairBackend(self.match, self.max_gap, self.min_iou, self.camera_motion,
+                              self.static and self.camera_motion)
 
 
 @dataclass
