@@ -240,3 +240,26 @@ def test_a_failure_midway_leaves_no_partial_output(tiny_row, tmp_path):
     with pytest.raises(GrapeInputError):
         count_video(broken, tiny_row / "video.mp4", out, TrackingSettings(), progress=False)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_depth_frames_give_metric_sizes(tiny_row, tmp_path):
+    """--depth-video: a flat wall 2 m away seen with fx = fy = 200 px: 1 px = 10 mm."""
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    for f in range(0, 100, 5):
+        cv2.imwrite(str(depth / f"{f:06d}.png"), np.full((96, 160), 2000, np.uint16))
+    camera = tmp_path / "camera.json"
+    camera.write_text('{"fx": 200, "fy": 200}')
+    from grape_instances.measure.depth import Camera
+
+    dets = coco_detections(tiny_row / "annotations.json")
+    out = tmp_path / "out"
+    count_video(cached(dets), tiny_row / "video.mp4", out, TrackingSettings(min_frames=1),
+                frame_step=5, depth_dir=depth, camera=Camera.from_json(camera),
+                write_video=False, progress=False)
+    tracks = list(csv.DictReader(open(out / "tracks.csv")))
+    assert tracks
+    for t in tracks:
+        assert float(t["median_depth_mm"]) == 2000
+        assert float(t["length_mm"]) == pytest.approx(10 * float(t["length_px"]), rel=0.02)
+        assert float(t["area_cm2"]) == pytest.approx(float(t["area_px"]), rel=0.02)

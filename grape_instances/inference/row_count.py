@@ -40,6 +40,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
+from ..data.depth import read_depth
 from ..errors import GrapeInputError
 from ..fileio import replacing_folder
 from ..measure.depth import Camera, metric_features
@@ -212,14 +213,17 @@ def _metric_sizer(depth_dir: Path | None, camera: Camera | None, mm_per_px: floa
         raise GrapeInputError("--depth-video needs the camera (--camera JSON or --fov-deg)")
 
     def for_frame(frame: int):
-        depth = None
-        if depth_dir is not None:
-            from ..data.depth import read_depth  # noqa: PLC0415
+        loaded: list = []  # the frame's depth image, read on the first new best mask only
 
-            path = depth_dir / f"{frame:06d}.png"
-            depth = read_depth(path, None) if path.is_file() else None
+        def frame_depth() -> np.ndarray | None:
+            if not loaded:
+                path = depth_dir / f"{frame:06d}.png" if depth_dir is not None else None
+                loaded.append(read_depth(path) if path is not None and path.is_file()
+                              else None)
+            return loaded[0]
 
         def size(crop: np.ndarray, origin: tuple[int, int]) -> dict | None:
+            depth = frame_depth()
             if depth is not None:
                 fx, fy = camera.focal(width)
                 ox, oy = origin
