@@ -22,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 
 from grape_instances.engine import build_config
 from grape_instances.errors import GrapeInputError, exit_on_user_error
-from grape_instances.experiments.row_count import run_row_eval, score_table
+from grape_instances.experiments.row_count import memory_check, run_row_eval, score_table
 from grape_instances.inference.row_count import model_detector
 
 
@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--oracle", action="store_true", help="ground-truth masks as detections")
     p.add_argument("--frame-step", type=int, default=1, metavar="N")
     p.add_argument("--score-thresh", type=float, default=0.5)
+    p.add_argument("--memory-check", type=int, metavar="FRAMES",
+                   help="render a FRAMES-long row and print count_row's memory at its start "
+                        "and end (ground-truth boxes as detections)")
     p.add_argument("--score-run", metavar="RUN", help="a count_row.py output folder to score")
     p.add_argument("--video-dir", metavar="DIR", help="the rendered video of --score-run")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
@@ -44,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="grape_instances")
+    if args.memory_check:
+        m = memory_check(args.memory_check, args.output)
+        print(f"{m['frames']} frames, {m['bunches']} bunches: RSS {m['rss_mb_first']:.0f} MB "
+              f"after 50 frames, {m['rss_mb_last']:.0f} MB at the end ({m['cpu_s']:.1f} CPU s)")
+        return
     if args.score_run:
         if not args.video_dir:
             raise GrapeInputError("--score-run needs --video-dir (the rendered video folder)")

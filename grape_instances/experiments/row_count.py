@@ -385,3 +385,38 @@ def score_table(video_dir: str | os.PathLike, run_dir: str | os.PathLike) -> str
                            ["left", "right", "right", "right"])
     return (f"{table}\n\nMOTA {s['mota']:.3f}, IDF1 {s['idf1']:.3f}, ID switches "
             f"{s['id_switches']} (motmetrics, box IoU >= 0.5)\n")
+
+
+def memory_check(frames: int, work: str | os.PathLike) -> dict:
+    """Resident memory of :func:`count_video` over a rendered ``frames``-frame row with a
+    lazy ground-truth box detector (boxes from ``gt.txt`` as masks): sampled every 50
+    frames, to show that it does not grow with the video's length."""
+    from ..synthetic.row_video import RowVideoConfig, write_row_video  # noqa: PLC0415
+
+    work = Path(work)
+    video = work / f"long{frames}"
+    if not (video / "truth.json").is_file():
+        write_row_video(video, RowVideoConfig(frames=frames, vines=max(4, frames // 60)),
+                        seed=99, overwrite=True, progress=False)
+    boxes: dict[int, list] = {}
+    for line in (video / "gt" / "gt.txt").read_text().splitlines():
+        f, _, x, y, w, h = (float(v) for v in line.split(",")[:6])
+        boxes.setdefault(int(f) - 1, []).append((x, y, x + w, y + h))
+    rss: list[float] = []
+
+    def detect(frame: np.ndarray, index: int) -> FrameDetections:
+        masks = []
+        for x0, y0, x1, y1 in np.array(boxes.get(index, []), int).reshape(-1, 4):
+            m = np.zeros(frame.shape[:2], bool)
+            m[y0:y1, x0:x1] = True
+            masks.append(m)
+        if index % 50 == 0:
+            with open("/proc/self/statm") as f:  # Linux: resident pages
+                rss.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+        return FrameDetections.from_masks(masks, [0.9] * len(masks))
+
+    t0 = time.process_time()
+    s = count_video(detect, video / "video.mp4", work / f"long{frames}_count",
+                    TrackingSettings(), progress=False)
+    return {"frames": frames, "bunches": s["total"], "rss_mb_first": rss[1],
+            "rss_mb_last": rss[-1], "cpu_s": time.process_time() - t0}
