@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from grape_instances.errors import GrapeInputError
+from grape_instances.core.errors import GrapeInputError
 from grape_instances.experiments.row_count import cached, coco_detections, score_run
 from grape_instances.inference.row_count import count_video, read_segments
 from grape_instances.inference.tracking import (

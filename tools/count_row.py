@@ -17,9 +17,9 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
+from grape_instances.core.errors import GrapeInputError, exit_on_user_error
+from grape_instances.data.build import build_config
 from grape_instances.data.datasets import register_from_config
-from grape_instances.engine import build_config
-from grape_instances.errors import GrapeInputError, exit_on_user_error
 from grape_instances.inference.row_count import count_row
 from grape_instances.measure.depth import Camera
 

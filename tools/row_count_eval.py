@@ -20,8 +20,8 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from grape_instances.engine import build_config
-from grape_instances.errors import GrapeInputError, exit_on_user_error
+from grape_instances.core.errors import GrapeInputError, exit_on_user_error
+from grape_instances.data.build import build_config
 from grape_instances.experiments.row_count import memory_check, run_row_eval, score_table
 from grape_instances.inference.row_count import model_detector
 
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     if not args.oracle:
         if not args.config_file:
             raise GrapeInputError("give --config-file (and MODEL.WEIGHTS), or --oracle")
-        from grape_instances.predict import Predictor
+        from grape_instances.inference.predictor import Predictor
 
         cfg = build_config(args.config_file, list(args.opts))
         detector = model_detector(Predictor(cfg), args.score_thresh)

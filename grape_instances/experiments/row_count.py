@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from ..errors import GrapeInputError
-from ..fileio import atomic_outputs, read_json, write_json_atomic
+from ..core.errors import GrapeInputError
+from ..core.fileio import atomic_outputs, read_json, write_json_atomic
+from ..core.tables import markdown_table
 from ..inference.row_count import count_video, open_video, read_segments
 from ..inference.tracking import FrameDetections, TrackingSettings
-from ..tables import markdown_table
 
 logger = logging.getLogger(__name__)
 

@@ -40,12 +40,12 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
-from ..data.depth import read_depth
-from ..errors import GrapeInputError
-from ..fileio import replacing_folder
+from ..core.depth import read_depth
+from ..core.errors import GrapeInputError
+from ..core.fileio import replacing_folder
+from ..core.video import VideoWriter
 from ..measure.depth import Camera, metric_features
 from ..measure.geometry import shape_features
-from ..synthetic.row_video import VideoWriter
 from .tracking import (
     FrameDetections,
     Segment,
@@ -400,7 +400,7 @@ def _write_tables(folder: Path, book: TrackBook, settings: TrackingSettings,
 def count_row(cfg, video: str | os.PathLike, output: str | os.PathLike, **kwargs) -> dict:
     """:func:`count_video` with the instance model of ``cfg`` (``MODEL.WEIGHTS``) and its
     ``TRACKING.*`` settings; ``kwargs`` as :func:`count_video`'s."""
-    from ..predict import Predictor  # noqa: PLC0415  (loads Detectron2's model code)
+    from .predictor import Predictor  # noqa: PLC0415  (loads Detectron2's model code)
 
     if cfg.INPUT.DEPTH.ENABLED:
         raise GrapeInputError("an RGB-D model (INPUT.DEPTH.ENABLED) cannot run on a video "

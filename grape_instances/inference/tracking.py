@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GrapeInputError
+from ..core.errors import GrapeInputError
 
 BACKENDS = ("norfair", "bytetrack")
 MATCHES = ("mask", "box")
