@@ -211,7 +211,7 @@ count-demo: $(ROW_MODEL)/model_final.pth
 ROW_EVAL_OUT ?= output/row_eval
 row-eval: $(ROW_MODEL)/model_final.pth
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/row_count_eval.py --root $(ROW_DIR) \
-	    --output $(ROW_EVAL_OUT) --config-file configs/mask_rcnn_grapes_row_cpu.yaml \
+	    --output $(ROW_EVAL_OUT) --frame-step 2 --config-file configs/mask_rcnn_grapes_row_cpu.yaml \
 	    MODEL.WEIGHTS $(ROW_MODEL)/model_final.pth
 
 clean:

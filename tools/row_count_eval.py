@@ -9,9 +9,9 @@
 
 Runs the model once per video (detections cached under OUTPUT/detections), compares the
 trackers (norfair mask / box IoU with and without camera-motion estimation, supervision's
-ByteTrack) over TRACKING.MAX_GAP x TRACKING.MIN_FRAMES on the validation videos, picks the
-lowest count error, and scores it once on the test videos, with and without the tracker:
-count error per video and per segment, MOTA, IDF1 and ID switches (motmetrics).
+ByteTrack) over TRACKING.SCORE_THRESH x MAX_GAP x MIN_FRAMES on the validation videos,
+picks the lowest count error, and scores it once on the test videos, with and without the
+tracker: count error per video and per segment, MOTA, IDF1 and ID switches (motmetrics).
 Writes OUTPUT/row_eval.md and row_eval.json. With --score-run RUN --video-dir DIR it
 only prints the table of one count_row.py output against one rendered video's truth.
 """
@@ -33,7 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config-file", help="instance model config (not with --oracle)")
     p.add_argument("--oracle", action="store_true", help="ground-truth masks as detections")
     p.add_argument("--frame-step", type=int, default=1, metavar="N")
-    p.add_argument("--score-thresh", type=float, default=0.5)
+    p.add_argument("--score-thresh", type=float, default=0.05,
+                   help="lowest detection score kept in the cache (the grid then tries "
+                        "TRACKING.SCORE_THRESH 0.3, 0.5, 0.7 on it)")
     p.add_argument("--memory-check", type=int, metavar="FRAMES",
                    help="render a FRAMES-long row and print count_row's memory at its start "
                         "and end (ground-truth boxes as detections)")

@@ -226,27 +226,31 @@ def summarize(rows: list[dict]) -> dict:
 
 #: (backend, match, camera motion) compared on the validation videos.
 GRID_TRACKERS = [("norfair", "mask", True), ("norfair", "box", True), ("norfair", "mask", False),
-                 ("norfair", "box", False), ("bytetrack", "box", False)]
+                 ("bytetrack", "box", False)]
+#: Detection score thresholds (TRACKING.SCORE_THRESH) tried on the validation videos.
+GRID_SCORES = (0.3, 0.5, 0.7)
 
 
 def compare_trackers(videos: Sequence[Path], dets: dict[Path, dict], out: Path,
                      min_frames: Sequence[int] = (1, 2, 3, 5, 8),
-                     max_gaps: Sequence[int] = (5, 10, 20), score_thresh: float = 0.5
+                     max_gaps: Sequence[int] = (10, 20), scores: Sequence[float] = GRID_SCORES
                      ) -> list[dict]:
-    """Every tracker x MAX_GAP x MIN_FRAMES on the validation videos; one row per setting."""
+    """Every tracker x SCORE_THRESH x MAX_GAP x MIN_FRAMES on the validation videos; one row
+    per setting (MIN_FRAMES re-scores the same tracks)."""
     table = []
     for backend, match, cmc in GRID_TRACKERS:
-        for gap in max_gaps:
-            s = TrackingSettings(backend=backend, match=match, max_gap=gap, min_frames=1,
-                                 score_thresh=score_thresh, camera_motion=cmc)
-            name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{gap}"
-            per_video = [run_settings(v, dets[v]["detections"], s, out / name / v.name,
-                                      dets[v].get("frame_step", 1), min_frames)
-                         for v in videos]
-            for k, mf in enumerate(min_frames):
-                table.append({"backend": backend, "match": match, "camera_motion": cmc,
-                              "max_gap": gap, "min_frames": mf,
-                              **summarize([rows[k] for rows in per_video])})
+        for score in scores:
+            for gap in max_gaps:
+                s = TrackingSettings(backend=backend, match=match, max_gap=gap, min_frames=1,
+                                     score_thresh=score, camera_motion=cmc)
+                name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{score}-{gap}"
+                per_video = [run_settings(v, dets[v]["detections"], s, out / name / v.name,
+                                          dets[v].get("frame_step", 1), min_frames)
+                             for v in videos]
+                for k, mf in enumerate(min_frames):
+                    table.append({"backend": backend, "match": match, "camera_motion": cmc,
+                                  "score_thresh": score, "max_gap": gap, "min_frames": mf,
+                                  **summarize([rows[k] for rows in per_video])})
     return table
 
 
@@ -320,11 +324,12 @@ def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
     model_s = float(np.mean([d["model_s_per_frame"] for d in [*dval.values(),
                                                                *dtest.values()]]))
     logger.info("detections ready in %.0f s", time.perf_counter() - t0)
-    table = compare_trackers(val, dval, out / "val", score_thresh=score_thresh)
+    table = compare_trackers(val, dval, out / "val")
     best = pick(table)
     settings = TrackingSettings(backend=best["backend"], match=best["match"],
                                 camera_motion=best["camera_motion"], max_gap=best["max_gap"],
-                                min_frames=best["min_frames"], score_thresh=score_thresh)
+                                min_frames=best["min_frames"],
+                                score_thresh=best["score_thresh"])
     result = evaluate(test, dtest, settings, out / "test")
     # The best setting of each tracker on validation, scored on test too (the comparison).
     per_tracker = []
@@ -334,17 +339,18 @@ def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
         b = pick(rows)
         s = TrackingSettings(backend=backend, match=match, camera_motion=cmc,
                              max_gap=b["max_gap"], min_frames=b["min_frames"],
-                             score_thresh=score_thresh)
+                             score_thresh=b["score_thresh"])
         name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}"
         tested = [run_settings(v, dtest[v]["detections"], s, out / "test-trackers" / name /
                                v.name, frame_step) for v in test]
         per_tracker.append({"backend": backend, "match": match, "camera_motion": cmc,
                             "max_gap": b["max_gap"], "min_frames": b["min_frames"],
+                            "score_thresh": b["score_thresh"],
                             "val_count_err_video": b["count_err_video"], "val_idf1": b["idf1"],
                             **summarize(tested)})
     report = {"frame_step": frame_step, "oracle": oracle, "model_s_per_frame": model_s,
-              "chosen": {k: best[k] for k in ("backend", "match", "camera_motion", "max_gap",
-                                                "min_frames")},
+              "chosen": {k: best[k] for k in ("backend", "match", "camera_motion",
+                                                "score_thresh", "max_gap", "min_frames")},
               "val_grid": table, "test": result, "test_trackers": per_tracker}
     dump(report, out / "row_eval.json")
     lines = [f"# Row counting: test videos ({len(test)}), frame step {frame_step}, "
@@ -356,8 +362,9 @@ def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
              "Each tracker at its best validation setting, on the test videos:", "",
              markdown([{**r, "tracker": f"{r['backend']} {r['match']}"
                         f"{' +camera motion' if r['camera_motion'] else ''}",
-                        "gap/min": f"{r['max_gap']}/{r['min_frames']}"} for r in per_tracker],
-                      ["tracker", "gap/min"]), "",
+                        "score/gap/min": f"{r['score_thresh']}/{r['max_gap']}/"
+                        f"{r['min_frames']}"} for r in per_tracker],
+                      ["tracker", "score/gap/min"]), "",
              f"Model: {model_s * 1000:.0f} ms per frame (detection), mean over the videos."]
     text = "\n".join(lines) + "\n"
     with atomic_outputs([out / "row_eval.md"], overwrite=True) as o, \

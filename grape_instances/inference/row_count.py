@@ -322,7 +322,7 @@ def count_video(
                         sizer = _metric_sizer(Path(depth_dir) if depth_dir else None, camera,
                                               mm_per_px, w)
                     t0 = time.perf_counter()
-                    det = detector(frame, index)
+                    det = detector(frame, index).above(settings.score_thresh)
                     t1 = time.perf_counter()
                     ids = tracker.update(det, frame)
                     book.add(index, det, ids, frame,

@@ -53,6 +53,15 @@ class FrameDetections:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def above(self, score_thresh: float) -> FrameDetections:
+        """The detections scoring at least ``score_thresh``."""
+        keep = np.flatnonzero(self.scores >= score_thresh)
+        if len(keep) == len(self):
+            return self
+        return FrameDetections(self.boxes[keep], self.scores[keep],
+                               None if self.crops is None else [self.crops[i] for i in keep],
+                               None if self.origins is None else self.origins[keep])
+
     @classmethod
     def from_masks(cls, masks: Sequence[np.ndarray] | np.ndarray, scores: Sequence[float],
                    boxes: np.ndarray | None = None) -> FrameDetections:
