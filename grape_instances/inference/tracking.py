@@ -242,9 +242,9 @@ class TrackingSettings:
 
     backend: str = "norfair"
     match: str = "mask"
-    max_gap: int = 10
+    max_gap: int = 20
     min_iou: float = 0.1
-    min_frames: int = 3
+    min_frames: int = 8
     score_thresh: float = 0.5
     camera_motion: bool = True
     static: bool = True
