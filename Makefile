@@ -12,6 +12,7 @@ DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
 .PHONY: install test test-fast demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
+        count-demo row-eval \
         auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh help
 
 install: $(STAMP)
@@ -211,6 +212,40 @@ pretrain-ablation: install
 # Mask R-CNN + the four semantic baselines, same split and budget (a CPU smoke comparison).
 compare: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/compare.py --output-dir $(COMPARE_OUT) $(COMPARE_ARGS)
+
+# Counting bunches along a row video (issue 16): render the row videos once (train frames for
+# the detector, val videos to tune the tracker, test videos), train the row model once (a
+# finished OUTPUT_DIR is reused), render a short demo video, count it with tools/count_row.py
+# and print its count per vine, MOTA and IDF1 against the video's ground truth.
+ROW_DIR ?= datasets/row_videos
+ROW_MODEL ?= output/row_model
+COUNT_DEMO_OUT ?= output/count_demo
+$(ROW_DIR)/.complete: | $(STAMP)
+	$(PY) tools/make_synthetic.py --row-videos --train 6 --val 3 --test 4 --frame-step 6 \
+	    --out $(ROW_DIR) --overwrite
+	touch $@
+
+$(ROW_MODEL)/model_final.pth: | $(ROW_DIR)/.complete
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/train_net.py \
+	    --config-file configs/mask_rcnn_grapes_row_cpu.yaml OUTPUT_DIR $(ROW_MODEL)
+
+count-demo: $(ROW_MODEL)/model_final.pth
+	$(PY) tools/make_synthetic.py --row-videos --test 1 --train 0 --val 0 --frames 120 \
+	    --seed 7 --out $(COUNT_DEMO_OUT)/video --overwrite
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/count_row.py \
+	    --config-file configs/mask_rcnn_grapes_row_cpu.yaml \
+	    --video-input $(COUNT_DEMO_OUT)/video/test/test_00/video.mp4 \
+	    --segments $(COUNT_DEMO_OUT)/video/test/test_00/segments.csv \
+	    --output $(COUNT_DEMO_OUT)/count MODEL.WEIGHTS $(ROW_MODEL)/model_final.pth
+	$(PY) tools/row_count_eval.py --score-run $(COUNT_DEMO_OUT)/count \
+	    --video-dir $(COUNT_DEMO_OUT)/video/test/test_00
+
+# Tune the tracker on the val videos and score it on the test videos (README numbers).
+ROW_EVAL_OUT ?= output/row_eval
+row-eval: $(ROW_MODEL)/model_final.pth
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/row_count_eval.py --root $(ROW_DIR) \
+	    --output $(ROW_EVAL_OUT) --frame-step 2 --config-file configs/mask_rcnn_grapes_row_cpu.yaml \
+	    MODEL.WEIGHTS $(ROW_MODEL)/model_final.pth
 
 clean:
 	rm -rf output bench .pytest_cache

@@ -12,7 +12,12 @@ Five modes:
   ``--out``, what ``make auto-annotate`` annotates when no images are given;
 * ``--vineyard``: photo-like vineyard rows (3:2 frame, default 1024x683, 8-30 bunches with
   WGISD-like silhouette masks), COCO only, ``--train/--val``: what ``make pretrain-ablation``
-  pretrains on.
+  pretrains on;
+* ``--row-videos``: videos of a camera moving along a vineyard row (speed changes, shake,
+  motion blur, near leaves with parallax, H.264), each with MOT ``gt/gt.txt``, per-frame
+  COCO with persistent ``track_id``, ``segments.csv`` (vines) and ``truth.json``:
+  ``--train/--val/--test`` videos of ``--frames`` frames at ``--frame`` (default 320x192);
+  ``--frame-step N`` also writes every Nth frame as a JPEG with ``frames.json`` (training).
 
 The RGB-D modes write ``images/``, ``depth/`` and ``annotations/`` under ``--out``, which is
 the image root to register (``file_name`` and ``depth_file`` are relative to it), and take
@@ -25,6 +30,8 @@ Examples:
     python tools/make_synthetic.py --edges-sample --count 8 --size 384 \
         --out datasets/edges_sample/images
     python tools/make_synthetic.py --vineyard --train 400 --val 0 --out datasets/vineyard
+    python tools/make_synthetic.py --row-videos --train 6 --val 3 --test 4 --frame-step 8 \
+        --out datasets/row_videos
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from grape_instances.synthetic.export import (
 )
 from grape_instances.synthetic.render import config_from_size
 from grape_instances.synthetic.rgbd import RgbdConfig, parse_frame, scene_config
+from grape_instances.synthetic.row_video import RowVideoConfig, write_row_videos
 from grape_instances.synthetic.vineyard import VineyardConfig
 
 
@@ -63,8 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="write --count one-bunch images for the edge auto-annotator")
     mode.add_argument("--vineyard", action="store_true",
                       help="write photo-like vineyard rows (silhouette masks, COCO only)")
+    mode.add_argument("--row-videos", action="store_true",
+                      help="write videos along a vineyard row with per-bunch tracks (gt.txt)")
     p.add_argument("--train", type=int, default=200, help="number of training images")
     p.add_argument("--val", type=int, default=50, help="number of validation images")
+    p.add_argument("--test", type=int, default=0, help="--row-videos: number of test videos")
+    p.add_argument("--frames", type=int, default=240, help="--row-videos: frames per video")
+    p.add_argument("--frame-step", type=int, default=0, help="--row-videos: also write every "
+                   "Nth frame as a JPEG with frames.json (detector training); 0 = none")
     p.add_argument("--count", type=int, default=200,
                    help="--dataset4 / --edges-sample: number of images")
     p.add_argument("--background", choices=("black", "natural"), default="black",
@@ -101,6 +115,20 @@ def main(argv=None) -> None:
                                     size=args.size, seed=args.seed, overwrite=args.overwrite)
         print(f"edges sample -> {out} | {len(paths)} one-bunch {args.background}-background "
               f"images, {args.size} px")
+        return
+    if args.row_videos:
+        out = args.out or "datasets/row_videos"
+        width, height = parse_frame(args.frame or "320x192")
+        splits = {s: n for s, n in (("train", args.train), ("val", args.val),
+                                    ("test", args.test)) if n > 0}
+        if not splits or min(args.train, args.val, args.test) < 0:
+            raise GrapeInputError("--row-videos: give a positive --train, --val or --test")
+        written = write_row_videos(out, splits, RowVideoConfig(
+            width=width, height=height, frames=args.frames), seed=args.seed,
+            frame_step=args.frame_step, overwrite=args.overwrite)
+        print(f"synthetic row videos -> {out} | " + " | ".join(
+            f"{s}: {len(v)} videos, {sum(x['total'] for x in v)} bunches"
+            for s, v in written.items()))
         return
     if args.train < 0 or args.val < 0:
         raise GrapeInputError(f"--train/--val must be >= 0, got {args.train}/{args.val}")

@@ -27,6 +27,7 @@ def add_grape_config(cfg: CN) -> CN:
     _add_semantic_config(cfg)
     _add_semantic_view_config(cfg)
     _add_evaluation_config(cfg)
+    _add_tracking_config(cfg)
     return cfg
 
 
@@ -156,3 +157,35 @@ def _add_evaluation_config(cfg: CN) -> None:
     cfg.TEST.F1_SCORE_THRESH = 0.5
     # Mask IoU thresholds of the one-to-one matching behind P / R / F1 (WGISD paper Table 3).
     cfg.TEST.F1_IOU_THRESHOLDS = (0.3, 0.5, 0.8)
+
+
+def _add_tracking_config(cfg: CN) -> None:
+    # Counting bunches along a row video (tools/count_row.py, inference.tracking). BACKEND,
+    # MATCH, MAX_GAP, MIN_FRAMES and SCORE_THRESH were chosen together on the 3 rendered
+    # validation videos with the row model at --frame-step 2 (`make row-eval`; README
+    # "Counting bunches along a row"); frame counts are in processed frames.
+    cfg.TRACKING = CN()
+    # The tracking library: "norfair" (any distance, so mask IoU) or "bytetrack"
+    # (supervision's, boxes only).
+    cfg.TRACKING.BACKEND = "norfair"
+    # What detections are matched by: "mask" (mask IoU, motion compensated) or "box" (box IoU).
+    cfg.TRACKING.MATCH = "mask"
+    # A track lives on this many processed frames without a detection (a bunch hidden by a
+    # leaf for up to this many frames keeps its id).
+    cfg.TRACKING.MAX_GAP = 20
+    # norfair: estimate the camera's pan between frames (optical flow outside the bunches)
+    # and track in row coordinates, so a fast pan does not break tracks.
+    cfg.TRACKING.CAMERA_MOTION = True
+    # With CAMERA_MOTION, bunches are still in row coordinates: a track stays where it was last
+    # seen (norfair's NoFilter) instead of following a Kalman filter's velocity, which boxes
+    # cut by the frame edge or by leaves skew; what lets a bunch that left the view come back
+    # with its id.
+    cfg.TRACKING.STATIC = True
+    # A detection joins a track when their IoU is at least this.
+    cfg.TRACKING.MIN_IOU = 0.1
+    # A track counts as a bunch when seen in at least this many processed frames; shorter
+    # ones are flicker (false detections of a few frames). Validation tried 1, 2, 3, 5, 8:
+    # 8 had the lowest count error (the grid's edge: a weak detector's tracks break often).
+    cfg.TRACKING.MIN_FRAMES = 8
+    # Only detections scoring at least this are tracked and counted.
+    cfg.TRACKING.SCORE_THRESH = 0.5

@@ -3,6 +3,9 @@ builder), ``tiling`` (tiled inference of instance models), ``draw`` (overlays, b
 ``writers`` (overlay folders with their COCO results, annotated videos with per-frame counts,
 atomic image writes) and ``measure`` (the measuring loop of tools/measure.py, masks from a
 file or from the model); ``runtime`` (the eager model or an exported one behind Detectron2's
-input/output contract), ``export`` (TorchScript / ONNX / OpenVINO export) and ``batch``
-(tools/predict.py: a season of photos through a data loader, in resumable shards). Every run
-of a model over photos goes through ``Predictor``'s model, eager or exported."""
+input/output contract), ``export`` (TorchScript / ONNX / OpenVINO export), ``batch``
+(tools/predict.py: a season of photos through a data loader, in resumable shards),
+``containment`` (drops a mask lying inside a higher-scoring one), ``tracking`` and
+``row_count`` (one track per bunch along a row video, counted per segment:
+tools/count_row.py). Every run of a model over photos goes through ``Predictor``'s model,
+eager or exported."""
