@@ -18,8 +18,7 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
-from grape_instances.data.build import build_config
-from grape_instances.data.datasets import register_from_config
+from grape_instances.inference.predictor import prediction_config
 from grape_instances.inference.row_count import count_row
 from grape_instances.measure.depth import Camera
 
@@ -61,12 +60,9 @@ def main(argv=None) -> None:
     if len(args.opts) % 2:
         raise GrapeInputError(f"config overrides must be KEY VALUE pairs, got {args.opts}")
     opts = list(args.opts)
-    if args.tile:
-        opts += ["TEST.TILE_SIZE", str(args.tile)]
     if args.confidence_threshold is not None:
         opts += ["TRACKING.SCORE_THRESH", str(args.confidence_threshold)]
-    cfg = build_config(args.config_file, opts)
-    register_from_config(cfg)
+    cfg = prediction_config(args.config_file, opts, confidence_threshold=None, tile=args.tile)
     camera = None
     if args.camera:
         camera = Camera.from_json(args.camera)

@@ -106,12 +106,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool,
     (whatever ``overwrite`` says), and a location no file can be written to (a folder in its
     place, a file in place of a parent folder, a name too long); create the parent folder."""
     path = Path(path)
-    check_not_input(path, inputs)
-    if _is_dir(path):
-        raise GrapeInputError(f"{_short(path)}: output is an existing folder; give a file name")
-    if path_exists(path) and not overwrite:
-        raise GrapeInputError(f"{_short(path)}: output already exists (pass --overwrite to "
-                              "replace it)")
+    refuse_existing(path, overwrite, inputs)
     make_parent(path)
     return path
 

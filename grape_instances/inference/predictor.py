@@ -120,14 +120,16 @@ class Predictor(DefaultPredictor):
 
 
 def prediction_config(config_file: str, opts: Sequence[str] = (), *,
-                      confidence_threshold: float = 0.5, tile: int = 0,
+                      confidence_threshold: float | None = 0.5, tile: int = 0,
                       tile_overlap: float | None = None) -> CfgNode:
     """The config of a prediction run (``visualize.py``, ``measure.py``): the model's config
     with the user's overrides, the score threshold of what is drawn, saved or measured
-    (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``) and, with ``tile`` > 0, tiled inference
+    (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``; None keeps the config's, as count_row.py does,
+    whose tracker has its own threshold) and, with ``tile`` > 0, tiled inference
     (``TEST.TILE_SIZE`` / ``TEST.TILE_OVERLAP``); its datasets registered, so that the
     predictor can name the classes."""
-    extra = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(confidence_threshold)]
+    extra = ([] if confidence_threshold is None
+             else ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(confidence_threshold)])
     if tile:
         extra += ["TEST.TILE_SIZE", str(tile)]
     if tile_overlap is not None:
