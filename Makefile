@@ -30,6 +30,8 @@ Targets (each installs what it needs first; variables in CAPITALS):
   weigh              sizes and weights from masks and depth on the Dataset-4 twin
   bench              speed and memory of models and converters -> bench/benchmark.json
   compare            Mask R-CNN and the four semantic baselines on one split
+  count-demo         render a row video, train or reuse the row model, count bunches
+  row-eval           tune the row tracker on val videos, score it on the test videos
   synth              render the synthetic dataset (SYNTH_DIR)
   synth-rgbd         render the RGB-D scenes (RGBD_DIR)
   rgbd-ablation      Mask R-CNN with and without the depth channel

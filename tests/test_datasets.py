@@ -66,17 +66,19 @@ def test_augmentations_follow_the_config():
 
 
 def test_scale_crop_trains_on_fixed_size_windows_of_the_test_scale():
-    """The real-photo recipe: ResizeScale + FixedSizeCrop (no padding) replace the
+    """The real-photo recipe: ResizeScale + a fixed-size crop drawn anywhere (no padding;
+    Detectron2's FixedSizeCrop keeps to the diagonal) replace the
     shortest-edge resize in training; test time keeps the shortest-edge resize."""
     import detectron2.data.transforms as T
     import numpy as np
 
     from grape_instances.data.mappers import build_grape_augmentation
+    from grape_instances.data.scaled_cache import FixedSizeCropAnywhere
 
     cfg = build_config("configs/mask_rcnn_grapes_cpu_real.yaml", [])
     train = build_grape_augmentation(cfg, is_train=True)
     kinds = [type(a) for a in train]
-    assert kinds[:2] == [T.ResizeScale, T.FixedSizeCrop] and T.ResizeShortestEdge not in kinds
+    assert kinds[:2] == [T.ResizeScale, FixedSizeCropAnywhere] and T.ResizeShortestEdge not in kinds
     photo = np.zeros((1365, 2048, 3), np.uint8)
     for _ in range(5):
         aug_input = T.AugInput(photo.copy())

@@ -55,7 +55,11 @@ def test_predict_writes_results_tables_and_keeps_layout(single_run, season, tmp_
     # image ids are positions in the sorted list; file names relative to --input
     assert {(r["image_id"], r["file_name"]) for r in results} <= {
         (i, name) for i, name in enumerate(photos, start=1)}
-    assert {r["file_name"] for r in results} == set(photos) - {"vine_b/broken.jpg"}
+    # every decodable photo predicted (summary below); the 4-iteration model finds something
+    # on most of them, in every folder
+    names = {r["file_name"] for r in results}
+    assert names <= set(photos) - {"vine_b/broken.jpg"}
+    assert {n.rsplit("/", 1)[0] for n in names} == {"vine_a/row_1", "vine_a/row_2", "vine_b"}
     assert all(r["category_id"] == 1 and r["score"] > 0.05 for r in results)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["photos"] == 31 and summary["predicted"] == 30

@@ -124,9 +124,15 @@ def test_cache_is_reused_for_the_same_json_and_regenerated_when_it_changes(hand_
 
 def test_semantic_view_registration_is_idempotent_and_checked(hand_dataset, tmp_path):
     d = hand_dataset
-    assert semantic_view(d["name"], d["cache"]) == semantic_view(d["name"], d["cache"])
-    with pytest.raises(GrapeInputError, match="already registered"):
-        semantic_view(d["name"], tmp_path / "elsewhere")
+    view = semantic_view(d["name"], d["cache"])
+    assert semantic_view(d["name"], d["cache"]) == view
+    # A later run with its own cache (OUTPUT_DIR/semantic_cache) follows it; another ignore
+    # value would label the same pixels differently: refused.
+    assert semantic_view(d["name"], tmp_path / "elsewhere") == view
+    assert MetadataCatalog.get(view).semantic_cache_root == str(tmp_path / "elsewhere")
+    assert DatasetCatalog.get(view)[0]["sem_seg_file_name"].startswith(str(tmp_path / "elsewhere"))
+    with pytest.raises(GrapeInputError, match="already registered with ignore value"):
+        semantic_view(d["name"], tmp_path / "elsewhere", ignore_value=254)
     with pytest.raises(GrapeInputError, match="unknown dataset"):
         semantic_view(unique_name("nobody"), d["cache"])
     with pytest.raises(GrapeInputError, match="uint8"):

@@ -17,6 +17,7 @@ from torch import nn
 from grape_instances.core.errors import GrapeInputError
 from grape_instances.data.build import build_config
 from grape_instances.engine.trainer import Trainer
+from grape_instances.inference import writers
 from grape_instances.inference.predictor import Predictor
 from grape_instances.inference.tiling import TiledModel, tile_windows
 from grape_instances.inference.writers import visualize_files
@@ -321,7 +322,8 @@ def test_visualize_tile_flags_set_the_config(monkeypatch, tmp_path):
         seen["cfg"] = cfg
         return {"overlays": [], "label_maps": [], "results": "r.json", "num_detections": 0}
 
-    monkeypatch.setattr(tool, "visualize_files", fake_visualize_files)
+    # visualize.py imports its engine lazily (a fast --help): patch it where it lives
+    monkeypatch.setattr(writers, "visualize_files", fake_visualize_files)
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
     base = ["--config-file", DEMO_CONFIG, "--input", str(image), "--output", str(tmp_path)]

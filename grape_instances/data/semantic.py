@@ -188,16 +188,19 @@ def semantic_view(
     )
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
-        if (meta.get("semantic_cache_root"), meta.get("ignore_label")) != (
-            cache_root, ignore_value
-        ):
+        if meta.get("ignore_label") != ignore_value:
             raise GrapeInputError(
-                f"semantic view {name!r} is already registered with cache "
-                f"{meta.get('semantic_cache_root')} and ignore value {meta.get('ignore_label')}"
+                f"semantic view {name!r} is already registered with ignore value "
+                f"{meta.get('ignore_label')}, not {ignore_value}"
             )
-        if meta.get("stuff_classes") == stuff_classes:
+        if (meta.get("stuff_classes"), meta.get("semantic_cache_root")) == (
+            stuff_classes, cache_root
+        ):
             return name
-        # The instance dataset was registered again with other categories: follow it.
+        # The instance dataset was registered again with other categories, or a later run in
+        # this process keeps its label maps in its own OUTPUT_DIR (the default cache, e.g. the
+        # pretraining driver's runs one after another): follow it. The maps are a function of
+        # the JSON alone, so either cache gives the same labels.
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(
