@@ -272,3 +272,17 @@ def test_inputs_are_not_modified(folder, tmp_path):
     shutil.copytree(folder, copy)
     _convert(copy, tmp_path / "o.json")
     assert (copy / "img.json").read_bytes() == before
+
+
+if __name__ == "__main__":  # python -m tests.test_labelme: the README's agreement figures
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "voc.json"
+        convert_labelme([VOC / "data_annotated"], out, labels_file=VOC / "labels.txt")
+        ours = json.loads(out.read_text())
+    ref = json.loads((VOC / "reference_coco/annotations.json").read_text())
+    for name, coco in (("ours", ours), ("labelme's COCO export", ref)):
+        ious = _instance_png_ious(coco)
+        print(f"{name}: {len(ious)} instances, IoU with labelme's VOC instance PNGs "
+              f"min {ious.min():.3f}, mean {ious.mean():.3f}")
