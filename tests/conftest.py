@@ -73,6 +73,31 @@ def trained_model(trained_run) -> Path:
     return trained_run[0] / "model_final.pth"
 
 
+@pytest.fixture(scope="session")
+def sharp_model(trained_model, tmp_path_factory) -> Path:
+    """The 4-iteration model with its mask logits spread (random weights x 10, bias 0): its pasted
+    masks are neither empty nor full boxes, so mask IoU between runtimes means something;"""
+    import torch
+
+    checkpoint = torch.load(trained_model, map_location="cpu", weights_only=False)
+    model = checkpoint["model"]
+    # seeded zero-mean mask weights: whatever 4 iterations learnt (all-negative logits on
+    # some runs), the masks' signs vary across each box
+    weight = torch.as_tensor(model["roi_heads.mask_head.predictor.weight"])
+    model["roi_heads.mask_head.predictor.weight"] = torch.randn(
+        weight.shape, generator=torch.Generator().manual_seed(0)) * 10
+    model["roi_heads.mask_head.predictor.bias"] = \
+        torch.zeros_like(torch.as_tensor(model["roi_heads.mask_head.predictor.bias"]))
+    # and its class scores raised (foreground bias + 2): many detections above the threshold
+    # whatever 4 iterations happened to learn, so the comparison has something to compare
+    cls_bias = torch.as_tensor(model["roi_heads.box_predictor.cls_score.bias"]).clone()
+    cls_bias[:-1] += 2.0
+    model["roi_heads.box_predictor.cls_score.bias"] = cls_bias
+    path = tmp_path_factory.mktemp("sharp") / "model.pth"
+    torch.save({"model": model}, path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def isolated_dataset_catalog():
     """Forget the datasets a test registered in this process, as a new tool process would:

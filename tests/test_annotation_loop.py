@@ -53,16 +53,16 @@ def test_ground_truth_as_visualize_results(tiny_synth, tmp_path):
         assert [c["name"] for c in back["categories"]] == ["bunch"], name
 
 
-def test_visualize_to_training_json(trained_model, tiny_synth, tmp_path):
+def test_visualize_to_training_json(sharp_model, tiny_synth, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(tiny_synth / "images/val", photos)
     vis = tmp_path / "vis"
     run_tool("visualize.py", "--config-file", DEMO_CONFIG, "--input", str(photos),
              "--output", str(vis), "--confidence-threshold", "0.0", "--opts",
-             "MODEL.WEIGHTS", str(trained_model), "INPUT.MIN_SIZE_TEST", "96", check=True)
+             "MODEL.WEIGHTS", str(sharp_model), "INPUT.MIN_SIZE_TEST", "96", check=True)
     predictions = json.loads((vis / "coco_results.json").read_text())
     assert predictions and all("file_name" in p for p in predictions)
-    # The 4-iteration model's masks may be empty or only specks (components under
+    # The (sharpened) 4-iteration model's masks may be empty or only specks (components under
     # MIN_COMPONENT_AREA pixels each): those give no polygon in that tool's pixel convention,
     # so no instance; every other prediction gives exactly one.
     def drawn(convention: str) -> int:  # from-predictions' own rule (slivers dropped too)

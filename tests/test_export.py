@@ -5,33 +5,12 @@ import json
 import sys
 
 import pytest
-import torch
 from pycocotools import mask as mask_utils
 
 from tests.helpers import DEMO_CONFIG, assert_user_error, run_tool
 
 SIZE_OPTS = ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128"]
 THRESH = 0.05
-
-
-@pytest.fixture(scope="module")
-def sharp_model(trained_model, tmp_path_factory):
-    """The 4-iteration model with its mask logits spread (weights x 10, bias 0): its pasted
-    masks are neither empty nor full boxes, so mask IoU between runtimes means something;"""
-    checkpoint = torch.load(trained_model, map_location="cpu", weights_only=False)
-    model = checkpoint["model"]
-    model["roi_heads.mask_head.predictor.weight"] = \
-        torch.as_tensor(model["roi_heads.mask_head.predictor.weight"]) * 10
-    model["roi_heads.mask_head.predictor.bias"] = \
-        torch.zeros_like(torch.as_tensor(model["roi_heads.mask_head.predictor.bias"]))
-    # and its class scores raised (foreground bias + 2): many detections above the threshold
-    # whatever 4 iterations happened to learn, so the comparison has something to compare
-    cls_bias = torch.as_tensor(model["roi_heads.box_predictor.cls_score.bias"]).clone()
-    cls_bias[:-1] += 2.0
-    model["roi_heads.box_predictor.cls_score.bias"] = cls_bias
-    path = tmp_path_factory.mktemp("sharp") / "model.pth"
-    torch.save({"model": model}, path)
-    return path
 
 
 def build_cfg(weights, *extra):
