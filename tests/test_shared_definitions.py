@@ -91,3 +91,24 @@ def test_an_unstamped_or_other_dataset_is_refused_where_it_may_not_be_replaced(t
     assert not layout.dataset_ready(root, have)
     with pytest.raises(GrapeInputError, match="an unfinished or unstamped dataset"):
         ensure_dataset(root, have, lambda: None, other="refuse")
+
+
+def test_the_model_tools_share_one_definition_of_the_model_flags():
+    """--config-file, --tile, --tile-overlap, --runtime, --exported and the KEY VALUE
+    overrides are defined in inference/cli.py only (one type, default and help), which loads
+    neither torch nor Detectron2 (a tool's --help stays fast)."""
+    import re
+
+    from grape_instances.inference import cli, runtime
+
+    assert runtime.RUNTIMES is cli.RUNTIMES
+    shared = re.compile(r"add_argument\(\s*\"(--config-file|--tile|--tile-overlap|--runtime|"
+                        r"--exported|--opts|opts)\"")
+    for tool in ("count_row", "visualize", "predict", "measure", "export_model"):
+        text = (REPO / "tools" / f"{tool}.py").read_text()
+        assert not shared.search(text), tool
+        assert "add_config_file(" in text and "add_overrides(" in text, tool
+    code = ("import sys, grape_instances.inference.cli; "
+            "sys.exit('torch' in sys.modules or 'detectron2' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

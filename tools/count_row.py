@@ -18,6 +18,7 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
+from grape_instances.inference.cli import add_config_file, add_overrides, add_prediction_args
 from grape_instances.inference.predictor import prediction_config
 from grape_instances.inference.row_count import count_row
 from grape_instances.measure.depth import Camera
@@ -25,7 +26,7 @@ from grape_instances.measure.depth import Camera
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True, help="instance model config (YAML)")
+    add_config_file(p, help="instance model config (YAML)")
     p.add_argument("--video-input", required=True, help="the row video")
     p.add_argument("--output", required=True, help="output folder (replaced whole)")
     p.add_argument("--segments", metavar="CSV", help="segments as frame ranges: "
@@ -36,8 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--line", type=float, default=None, metavar="X",
                    help="vertical counting line at X (fraction of the width): only bunches "
                         "crossing it count; default: no line, assignment at the frame middle")
-    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
-                   help="predict on SIZE px windows (TEST.TILE_SIZE); 0 = whole frame")
+    add_prediction_args(p)
     p.add_argument("--depth-video", metavar="DIR",
                    help="aligned depth frames: DIR/NNNNNN.png (16-bit mm, frame index from 0); "
                         "with --camera or --fov-deg gives metric sizes")
@@ -47,8 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--confidence-threshold", type=float, default=None,
                    help="minimum detection score (TRACKING.SCORE_THRESH)")
     p.add_argument("--no-video", action="store_true", help="skip the annotated video")
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    add_overrides(p)
     return p.parse_args(argv)
 
 

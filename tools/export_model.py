@@ -19,11 +19,12 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 from grape_instances.core.errors import exit_on_user_error
+from grape_instances.inference.cli import add_config_file, add_overrides
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True, help="model config (YAML)")
+    add_config_file(p)
     p.add_argument("--format", required=True, choices=["torchscript", "onnx", "openvino"])
     p.add_argument("--output", required=True, metavar="EXPORT_DIR", help="export folder")
     p.add_argument("--int8", action="store_true",
@@ -34,8 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="at most this many --calibration photos")
     p.add_argument("--score-thresh", type=float, default=0.05,
                    help="lowest score the exported graph keeps")
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides as KEY VALUE pairs: MODEL.WEIGHTS model.pth")
+    add_overrides(p)
     return p.parse_args(argv)
 
 

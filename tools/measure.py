@@ -27,6 +27,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
+from grape_instances.inference.cli import add_config_file, add_overrides, add_prediction_args
 
 if TYPE_CHECKING:
     from grape_instances.measure.depth import Camera
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--coco", metavar="MASKS.json",
                         help="COCO instances JSON or COCO results list (RLE masks)")
-    source.add_argument("--config-file", help="model config (YAML): predict the masks")
+    add_config_file(source, help="model config (YAML): predict the masks", required=False)
     p.add_argument("--images", help="image root of --coco (file names are relative to it)")
     p.add_argument("--coco-images", metavar="INSTANCES.json",
                    help="for a results list: the COCO JSON its image_ids refer to")
@@ -60,17 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="folder (or model.joblib) written by tools/fit_weight.py")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of predicted bunches (model or results list)")
-    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
-                   help="with --config-file: predict on SIZE px windows (TEST.TILE_SIZE)")
-    p.add_argument("--tile-overlap", type=float, default=None, metavar="FRACTION",
-                   help="overlap of neighbouring windows (TEST.TILE_OVERLAP)")
-    p.add_argument("--runtime", default="eager",
-                   choices=["eager", "torchscript", "onnx", "openvino", "openvino_int8"],
-                   help="with --config-file: an exported model (--exported) instead of eager")
-    p.add_argument("--exported", metavar="EXPORT_DIR",
-                   help="folder written by tools/export_model.py")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    add_prediction_args(p, tile_overlap=True, runtime=True, only="with --config-file")
+    add_overrides(p, flag=True)
     return p.parse_args(argv)
 
 

@@ -24,11 +24,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
+from grape_instances.inference.cli import add_config_file, add_overrides, add_prediction_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True, help="model config (YAML)")
+    add_config_file(p)
     p.add_argument("--input", required=True, help="root folder of the photos (walked "
                    "recursively; the outputs keep its layout)")
     p.add_argument("--list", metavar="FILE", help="predict only the photos this file names, "
@@ -39,13 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also write the per-bunch, per-photo and per-folder tables")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of the bunches kept")
-    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
-                   help="predict on SIZE px windows (TEST.TILE_SIZE); 0 = whole photo")
-    p.add_argument("--runtime", default="eager",
-                   choices=["eager", "torchscript", "onnx", "openvino", "openvino_int8"],
-                   help="eager PyTorch on MODEL.WEIGHTS, or an exported model (--exported)")
-    p.add_argument("--exported", metavar="EXPORT_DIR",
-                   help="folder written by tools/export_model.py")
+    add_prediction_args(p, runtime=True)
     p.add_argument("--workers", type=int, default=2,
                    help="data loader processes decoding photos ahead of the model")
     p.add_argument("--shard-size", type=int, default=32,
@@ -60,8 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--machine-rank", type=int, default=0)
     p.add_argument("--dist-url", default="auto",
                    help="initialization URL for torch.distributed (tcp://HOST:PORT)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    add_overrides(p)
     return p.parse_args(argv)
 
 

@@ -13,6 +13,7 @@ per pixel, 0 = background) per input; their coco_results.json is an empty list.
 import argparse
 
 from grape_instances.core.errors import exit_on_user_error
+from grape_instances.inference.cli import add_config_file, add_overrides, add_prediction_args
 
 # torch, Detectron2 and the model code are imported in main(), after the arguments are
 # parsed: --help and a wrong flag answer at once.
@@ -20,7 +21,7 @@ from grape_instances.core.errors import exit_on_user_error
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True, help="model config (YAML)")
+    add_config_file(p)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files, folders or globs")
     source.add_argument("--video-input", help="a video: writes an annotated video and "
@@ -33,19 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "16-bit PNGs in mm named <photo stem>.png")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of the instances drawn and saved")
-    p.add_argument("--tile", type=int, default=0, metavar="SIZE",
-                   help="predict instances on SIZE px windows of the (test-resized) image and "
-                        "merge them (TEST.TILE_SIZE); 0 = whole image")
-    p.add_argument("--tile-overlap", type=float, default=None, metavar="FRACTION",
-                   help="overlap of neighbouring windows as a fraction of --tile "
-                        "(TEST.TILE_OVERLAP, default 0.25)")
-    p.add_argument("--runtime", default="eager",
-                   choices=["eager", "torchscript", "onnx", "openvino", "openvino_int8"],
-                   help="eager PyTorch on MODEL.WEIGHTS, or an exported model (--exported)")
-    p.add_argument("--exported", metavar="EXPORT_DIR",
-                   help="folder written by tools/export_model.py")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    add_prediction_args(p, tile_overlap=True, runtime=True)
+    add_overrides(p, flag=True)
     return p.parse_args(argv)
 
 

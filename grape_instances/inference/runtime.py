@@ -26,13 +26,13 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ..core.errors import GrapeInputError
+from .cli import RUNTIMES
 from .containment import ContainmentFilter
 from .predictor import prediction_metadata
 from .tiling import TiledModel
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("eager", "torchscript", "onnx", "openvino", "openvino_int8")
 EXPORT_INFO = "export.json"
 # The exported graph's outputs, in this order (see export.TraceableRCNN).
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
