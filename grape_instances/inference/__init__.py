@@ -7,5 +7,6 @@ input/output contract), ``export`` (TorchScript / ONNX / OpenVINO export), ``bat
 (tools/predict.py: a season of photos through a data loader, in resumable shards),
 ``containment`` (drops a mask lying inside a higher-scoring one), ``tracking`` and
 ``row_count`` (one track per bunch along a row video, counted per segment:
-tools/count_row.py). Every run of a model over photos goes through ``Predictor``'s model,
+tools/count_row.py); ``cli`` (the model flags those tools share, torch-free for a fast
+--help). Every run of a model over photos goes through ``Predictor``'s model,
 eager or exported."""
