@@ -5,7 +5,8 @@ found whole can also be reported as its pieces: on WGISD photos most false posit
 fragments lying inside one true bunch, and each one adds to the count. This rule removes, in
 descending score order, every mask whose area lies at least ``thresh`` inside a kept
 higher-scoring mask of the same class. It runs after the model (and after tiled merging) in
-the predictor and in evaluation, so AP, P / R / F1 and counts all score what it keeps.
+the predictor, in evaluation and on exported models (all built by ``wrap.inference_model``),
+so AP, P / R / F1 and counts all score what it keeps.
 """
 
 from __future__ import annotations
