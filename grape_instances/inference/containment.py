@@ -79,12 +79,15 @@ def drop_contained(instances, thresh: float):
 
 class ContainmentFilter(nn.Module):
     """A model wrapper: the wrapped model's outputs with :func:`drop_contained` applied to
-    each image's ``instances`` (at inference; training passes straight through)."""
+    each image's ``instances`` (at inference; training passes straight through). It starts in
+    the wrapped model's mode: a wrapper made around an eval-mode model (the Predictor's, an
+    exported graph) filters at once, not only after an ``eval()`` call."""
 
     def __init__(self, model: nn.Module, thresh: float) -> None:
         super().__init__()
         self.model = model
         self.thresh = float(thresh)
+        self.train(model.training)
 
     @classmethod
     def wrap(cls, cfg, model: nn.Module) -> nn.Module:
