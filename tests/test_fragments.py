@@ -132,3 +132,69 @@ def test_evaluation_scores_what_the_rule_keeps(monkeypatch):
     on = build_config("configs/mask_rcnn_grapes_cpu_real.yaml", ["TEST.CONTAINMENT_THRESH", "0.8"])
     Trainer.test(on, model)
     assert isinstance(seen[-1], ContainmentFilter) and seen[-1].thresh == 0.8
+
+
+def test_predictor_applies_the_rule_around_its_tiles(monkeypatch):
+    """A model (a fake one here) gives a bunch and a piece inside it: the Predictor drops the
+    piece; with tiles, the rule wraps the tiled model (it sees the merged tiles)."""
+    import detectron2.engine.defaults
+
+    from grape_instances.data.build import build_config
+    from grape_instances.inference.predictor import Predictor
+    from grape_instances.inference.tiling import TiledModel
+    from tests.helpers import DEMO_CONFIG
+
+    class Model(torch.nn.Module):
+        def forward(self, batched_inputs):
+            return [{"instances": instances([box_mask(10, 10, 40, 50), box_mask(15, 15, 30, 30)],
+                                            [0.9, 0.8])} for _ in batched_inputs]
+
+    monkeypatch.setattr(detectron2.engine.defaults, "build_model", lambda cfg: Model())
+    image = np.zeros((H, W, 3), np.uint8)
+
+    def predictor(*opts) -> Predictor:
+        return Predictor(build_config(DEMO_CONFIG, ["MODEL.WEIGHTS", "", *opts]),
+                         allow_random_weights=True)
+
+    assert len(predictor()(image)["instances"]) == 2
+    assert len(predictor("TEST.CONTAINMENT_THRESH", "0.8")(image)["instances"]) == 1
+    tiled = predictor("TEST.CONTAINMENT_THRESH", "0.8", "TEST.TILE_SIZE", "160")
+    assert isinstance(tiled.model, ContainmentFilter) and isinstance(tiled.model.model, TiledModel)
+    assert not tiled.model.training
+
+
+def test_exported_runtime_applies_the_rule(tmp_path, monkeypatch):
+    """An exported graph (a fake backend here) gives a bunch and a piece inside it: the
+    exported runtime drops the piece as the eager model does."""
+    import json
+
+    from grape_instances.data.build import build_config
+    from grape_instances.inference import runtime as runtime_module
+    from tests.helpers import DEMO_CONFIG
+
+    class Backend:
+        def __init__(self, path, threads):
+            pass
+
+        def run(self, image):
+            boxes = np.array([[10, 10, 60, 60], [20, 20, 40, 40]], np.float32)
+            return (boxes, np.array([0.9, 0.8], np.float32), np.array([0, 0]),
+                    np.ones((2, 1, 28, 28), np.float32))
+
+    monkeypatch.setitem(runtime_module.BACKENDS, "torchscript", Backend)
+    cfg = build_config(DEMO_CONFIG, ["MODEL.WEIGHTS", ""])
+    (tmp_path / "model.ts").write_bytes(b"")
+    (tmp_path / runtime_module.EXPORT_INFO).write_text(json.dumps({
+        "model_signature": runtime_module.model_signature(cfg),
+        "score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        "files": {"torchscript": "model.ts"}}))
+    image = {"image": torch.zeros(3, 96, 128), "height": 96, "width": 128}
+
+    def detections(*opts) -> int:
+        rt = runtime_module.exported_runtime(build_config(DEMO_CONFIG, ["MODEL.WEIGHTS", "",
+                                                                        *opts]),
+                                             "torchscript", tmp_path)
+        return len(rt.run([image])[0]["instances"])
+
+    assert detections() == 2
+    assert detections("TEST.CONTAINMENT_THRESH", "0.8") == 1

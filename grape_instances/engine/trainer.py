@@ -39,8 +39,7 @@ from ..evaluation import (
     MergedInstancesEvaluator,
     SemanticEvaluator,
 )
-from ..inference.containment import ContainmentFilter
-from ..inference.tiling import TiledModel
+from ..inference.wrap import inference_model
 from .checks import run_record
 
 logger = logging.getLogger(__name__)
@@ -167,14 +166,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg: CfgNode, model, evaluators=None):
-        """DefaultTrainer.test, on tiles for instance models when ``TEST.TILE_SIZE`` > 0 and
-        with ``TEST.CONTAINMENT_THRESH``'s rule, so that the scores measure what prediction
-        delivers."""
-        if not is_semantic_model(cfg):
-            if TiledModel.enabled(cfg):
-                model = TiledModel.from_config(cfg, model)
-            model = ContainmentFilter.wrap(cfg, model)
-        return super().test(cfg, model, evaluators)
+        """DefaultTrainer.test on the config's inference model (``inference.wrap``: tiles for
+        instance models when ``TEST.TILE_SIZE`` > 0, ``TEST.CONTAINMENT_THRESH``'s rule), so
+        that the scores measure what prediction delivers."""
+        return super().test(cfg, inference_model(cfg, model), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):

@@ -5,7 +5,8 @@ atomic image writes) and ``measure`` (the measuring loop of tools/measure.py, ma
 file or from the model); ``runtime`` (the eager model or an exported one behind Detectron2's
 input/output contract), ``export`` (TorchScript / ONNX / OpenVINO export), ``batch``
 (tools/predict.py: a season of photos through a data loader, in resumable shards),
-``containment`` (drops a mask lying inside a higher-scoring one), ``tracking`` and
+``containment`` (drops a mask lying inside a higher-scoring one), ``wrap`` (the
+one builder of a config's inference model: tiles, containment), ``tracking`` and
 ``row_count`` (one track per bunch along a row video, counted per segment:
 tools/count_row.py); ``cli`` (the model flags those tools share, torch-free for a fast
 --help). Every run of a model over photos goes through ``Predictor``'s model,

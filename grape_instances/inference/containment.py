@@ -5,7 +5,8 @@ found whole can also be reported as its pieces: on WGISD photos most false posit
 fragments lying inside one true bunch, and each one adds to the count. This rule removes, in
 descending score order, every mask whose area lies at least ``thresh`` inside a kept
 higher-scoring mask of the same class. It runs after the model (and after tiled merging) in
-the predictor and in evaluation, so AP, P / R / F1 and counts all score what it keeps.
+the predictor, in evaluation and on exported models (all built by ``wrap.inference_model``),
+so AP, P / R / F1 and counts all score what it keeps.
 """
 
 from __future__ import annotations
@@ -78,12 +79,15 @@ def drop_contained(instances, thresh: float):
 
 class ContainmentFilter(nn.Module):
     """A model wrapper: the wrapped model's outputs with :func:`drop_contained` applied to
-    each image's ``instances`` (at inference; training passes straight through)."""
+    each image's ``instances`` (at inference; training passes straight through). It starts in
+    the wrapped model's mode: a wrapper made around an eval-mode model (the Predictor's, an
+    exported graph) filters at once, not only after an ``eval()`` call."""
 
     def __init__(self, model: nn.Module, thresh: float) -> None:
         super().__init__()
         self.model = model
         self.thresh = float(thresh)
+        self.train(model.training)
 
     @classmethod
     def wrap(cls, cfg, model: nn.Module) -> nn.Module:

@@ -22,8 +22,8 @@ from ..data.build import build_config
 from ..data.datasets import THING_CLASSES, register_from_config
 from ..data.depth import check_depth_config, stack_depth, transform_depth
 from ..data.semantic import stuff_classes_for, stuff_colors_for
-from .containment import ContainmentFilter
 from .tiling import TiledModel
+from .wrap import inference_model
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Predictor(DefaultPredictor):
 
     def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
         check_depth_config(cfg)
-        tiled = TiledModel.enabled(cfg)  # a bad TEST.TILE_SIZE before the model is built
+        TiledModel.enabled(cfg)  # a bad TEST.TILE_SIZE is one line before the model is built
         self.max_depth_mm = cfg.INPUT.DEPTH.MAX_MM if cfg.INPUT.DEPTH.ENABLED else None
         weights = cfg.MODEL.WEIGHTS
         if not weights and not allow_random_weights:
@@ -86,10 +86,7 @@ class Predictor(DefaultPredictor):
         super().__init__(blank)
         self.cfg = cfg.clone()
         GrapeCheckpointer(self.model).load(weights)
-        if not is_semantic_model(cfg):
-            if tiled:
-                self.model = TiledModel.from_config(cfg, self.model)
-            self.model = ContainmentFilter.wrap(cfg, self.model)
+        self.model = inference_model(cfg, self.model)
         self.metadata = prediction_metadata(cfg)
 
     @property

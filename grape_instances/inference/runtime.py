@@ -27,9 +27,8 @@ from torch import nn
 
 from ..core.errors import GrapeInputError
 from .cli import RUNTIMES
-from .containment import ContainmentFilter
 from .predictor import prediction_metadata
-from .tiling import TiledModel
+from .wrap import inference_model
 
 logger = logging.getLogger(__name__)
 
@@ -300,10 +299,8 @@ def exported_runtime(cfg: CfgNode, runtime: str, export_dir: str | os.PathLike) 
     except Exception as e:  # a runtime's own loader error: corrupt or foreign file
         raise GrapeInputError(f"{path}: {runtime} cannot load this model "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    model: nn.Module = ExportedRCNN(backend, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
-    if cfg.TEST.TILE_SIZE > 0:
-        model = TiledModel.from_config(cfg, model)
-    model = ContainmentFilter.wrap(cfg, model)  # the same rule as the eager Predictor
+    # tiles and the containment rule as around the eager model (inference.wrap)
+    model = inference_model(cfg, ExportedRCNN(backend, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST))
     rt = Runtime(cfg, model, prediction_metadata(cfg))
     rt.name = runtime
     rt.device = torch.device("cpu")
