@@ -9,16 +9,17 @@ from labelme.utils import shape_to_mask
 from PIL import Image
 
 from grape_instances.convert.labelme import convert_labelme
-from grape_instances.convert.predictions import convert_predictions
+from grape_instances.convert.predictions import NO_PIXEL, convert_predictions, read_back
 from grape_instances.convert.via import convert_via
 from grape_instances.core.errors import GrapeInputError
 from grape_instances.core.masks import (
     mask_to_rle,
     polygons_to_rle,
+    rasterize_polygons,
     rle_to_mask,
     segmentation_to_mask,
 )
-from grape_instances.core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from grape_instances.core.polygons import MIN_COMPONENT_AREA, ZERO_AREA, mask_to_polygons
 
 
 def blob_mask():
@@ -227,6 +228,60 @@ def test_polygons_are_simplified_by_default(tmp_path):
     assert (exact & default).sum() / (exact | default).sum() >= 0.98
     with pytest.raises(GrapeInputError, match="--simplify -1"):
         convert_predictions(results, images, via_out=tmp_path / "q.json", simplify=-1)
+
+
+def test_polygons_that_enclose_no_pixel_are_not_written(tmp_path):
+    """A bent line one pixel wide (6 px, over MIN_COMPONENT_AREA): its outline through
+    pixel centres runs there and back, enclosing no area, and the labelme converter would
+    skip it as zero-area. It is not written to labelme (a counted warning names the
+    detection); VIA's pixel-edge outline of it encloses its pixels and is written."""
+    h, w = 40, 50
+    line = np.zeros((h, w), np.uint8)
+    line[30, 5:9] = line[31, 9] = line[32, 10] = 1
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(images / "a.png")
+    results = tmp_path / "coco_results.json"
+    results.write_text(json.dumps([
+        {"image_id": 1, "file_name": "a.png", "category_id": 1, "score": score,
+         "segmentation": mask_to_rle(mask)}
+        for score, mask in ((0.9, line), (0.8, blob_mask()))]))
+    summary = convert_predictions(results, images, via_out=tmp_path / "p.json",
+                                  labelme_out=tmp_path / "lm")
+    assert summary["warnings"] == {NO_PIXEL["centres"]: 1}
+    shapes = json.loads((tmp_path / "lm/a.json").read_text())["shapes"]
+    assert {s["group_id"] for s in shapes} == {2}  # the blob's two pieces, not the line
+    (record,) = json.loads((tmp_path / "p.json").read_text())["_via_img_metadata"].values()
+    assert [r["region_attributes"]["instance"] for r in record["regions"]] == ["1", "2", "2"]
+    back = convert_labelme([tmp_path / "lm"], tmp_path / "lm_back.json", root=tmp_path)
+    assert back["annotations"] == 1 and ZERO_AREA not in back["warnings"]
+    back = convert_via(tmp_path / "p.json", images, tmp_path / "via_back.json",
+                       group_attr="instance")
+    assert back["annotations"] == 2 and not back["warnings"]
+
+
+def test_read_back_follows_each_readers_rasteriser():
+    """``read_back`` keeps a polygon as the converters read it: both skip one with no
+    shoelace area, though pycocotools and labelme would draw pixels for it (a simplified
+    pixel-edge outline of a speck crossing itself into two lobes that cancel; a one pixel
+    wide outline through centres, there and back), and keep one that has area."""
+    h, w = 30, 30
+    speck = np.zeros((h, w), np.uint8)
+    for y, x in ((18, 18), (19, 16), (19, 17), (20, 16), (21, 13), (21, 15), (22, 13),
+                 (22, 14)):
+        speck[y, x] = 1
+    (crossed,) = mask_to_polygons(speck, "edges", tolerance=1.5)
+    assert rasterize_polygons([crossed], h, w).any()  # pycocotools draws it
+    assert not read_back(crossed, "edges")  # but the VIA converter skips it: no area
+    (exact,) = mask_to_polygons(speck, "edges")
+    assert read_back(exact, "edges")
+    line = np.zeros((h, w), np.uint8)
+    line[3, 2:6] = line[4, 6] = line[5, 7] = 1
+    (there_and_back,) = mask_to_polygons(line, "centres")
+    assert shape_to_mask((h, w), there_and_back.tolist(), "polygon").any()  # labelme draws it
+    assert not read_back(there_and_back, "centres")  # but the converter skips it: no area
+    (square,) = mask_to_polygons(np.pad(np.ones((2, 2), np.uint8), 3), "centres")
+    assert read_back(square, "centres")
 
 
 def test_bad_prediction_files(tmp_path, tiny_synth, predictions):

@@ -36,6 +36,12 @@ gets one polygon per piece, all of one instance. Polygons are simplified by defa
 (``approxPolyDP``, epsilon a fraction of each bunch's size, ``sqrt(mask area)``): an exact
 outline of a 2048 px photo's bunch has 500-1,300 vertices to drag, while 1 % of the bunch
 size keeps a few dozen at mask IoU ~0.99.
+
+Every polygon written survives the trip back: one that the project's reader of its tool
+would rasterise to no pixel is not written (:func:`read_back`). Such are the outlines through
+pixel centres (labelme) of pieces one pixel wide: they run there and back, enclosing no
+area, and the labelme converter skips them as zero-area shapes. A detection left with no
+polygon that way is named in a counted warning.
 """
 
 from __future__ import annotations
@@ -54,11 +60,11 @@ import numpy as np
 from ..core.errors import GrapeInputError
 from ..core.fileio import atomic_outputs, read_json, refuse_existing
 from ..core.images import DEFAULT_MAX_PIXELS, list_image_files, read_image_size, resolve_image_path
-from ..core.masks import rle_to_mask
-from ..core.polygons import MIN_COMPONENT_AREA, mask_to_polygons
+from ..core.masks import rasterize_polygons, rle_to_mask
+from ..core.polygons import MIN_COMPONENT_AREA, mask_to_polygons, sanitize_polygon
 from ..core.warning_counter import WarningCounter
 from .coco import DEFAULT_CATEGORY
-from .labelme import labelme_record, labelme_shape
+from .labelme import labelme_record, labelme_shape, shape_mask
 from .validate import rle_string_counts
 from .via import via2_dropdown, via2_image, via2_polygon_region, via2_project, via2_text
 
@@ -83,6 +89,12 @@ MAX_DETECTIONS_PER_IMAGE = 300
 RESULTS_NAMES = ("coco_results.json", "coco_instances_results.json")
 # Images under --images that no prediction (and no predicted-images list) names.
 NOT_PREDICTED = "images under --images that were not predicted (left out)"
+# Detections whose every polygon a tool's reader rasterises to no pixel (see read_back).
+NO_PIXEL = {
+    "edges": "detections whose VIA polygons enclose no pixel (left out of the VIA project)",
+    "centres": "detections whose labelme polygons enclose no pixel (left out of the labelme "
+               "files)",
+}
 
 
 def predicted_images_file(results_json: str | os.PathLike) -> Path:
@@ -268,16 +280,48 @@ def drop_slivers(mask: np.ndarray, fraction: float = SLIVER_FRACTION) -> np.ndar
     return np.isin(labels, order[~dropped] + 1)
 
 
-def detection_polygons(mask: np.ndarray, convention: str, simplify: float = DEFAULT_SIMPLIFY
+def read_back(poly: np.ndarray, convention: str) -> bool:
+    """Whether this project's reader of the tool keeps ``poly`` (integer vertices) as pixels:
+    the VIA converter's (``sanitize_polygon``, then pycocotools) for ``"edges"``, the labelme
+    converter's (``shape_mask``: labelme's own ``shape_to_mask`` after a zero-area check) for
+    ``"centres"``. Both skip a polygon with no shoelace area, such as the outline through
+    the pixel centres of a piece one pixel wide, which runs there and back.
+
+    The polygon is rasterised in its own box with a 1 px margin (an integer shift gives the
+    same pixels, shifted), so the cost follows the polygon, not the photo.
+    """
+    pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    local = pts - np.floor(pts.min(axis=0)) + 1
+    width, height = (np.ceil(local.max(axis=0)) + 2).astype(int).tolist()
+    unused = WarningCounter()  # nothing to report: every vertex lies inside the box
+    if convention == "edges":
+        flat = sanitize_polygon(local[:, 0].tolist(), local[:, 1].tolist(), width, height,
+                                unused)
+        return flat is not None and bool(rasterize_polygons([flat], height, width).any())
+    if convention == "centres":
+        mask = shape_mask(labelme_shape("", local), height, width, unused, "")
+        return mask is not None and bool(mask.any())
+    raise ValueError(f"unknown polygon convention {convention!r}")
+
+
+def detection_polygons(mask: np.ndarray, convention: str, simplify: float = DEFAULT_SIMPLIFY,
+                       warnings: WarningCounter | None = None, where: str = ""
                        ) -> list[np.ndarray]:
     """The polygons from-predictions writes for one predicted mask, in a tool's pixel
     convention (:func:`~grape_instances.core.polygons.mask_to_polygons`): simplified at
     ``simplify`` x the bunch size, slivers dropped with it (``simplify`` 0: exact outlines,
-    every piece), specks under ``MIN_COMPONENT_AREA`` pixels left out."""
+    every piece), specks under ``MIN_COMPONENT_AREA`` pixels left out, and so are polygons
+    the tool's reader would rasterise to no pixel (:func:`read_back`). A detection that
+    loses its every polygon to that last rule is counted in ``warnings`` (``where``: the
+    example), as it would otherwise vanish on the way back without a word."""
     tolerance = simplify * float(np.sqrt(mask.sum()))
     if simplify > 0:
         mask = drop_slivers(mask)
-    return mask_to_polygons(mask, convention, tolerance, MIN_COMPONENT_AREA)
+    polygons = mask_to_polygons(mask, convention, tolerance, MIN_COMPONENT_AREA)
+    kept = [poly for poly in polygons if read_back(poly, convention)]
+    if polygons and not kept and warnings is not None:
+        warnings.add(NO_PIXEL[convention], where)
+    return kept
 
 
 def _warn_not_predicted(images: dict[Any, str], images_dir: Path,
@@ -386,7 +430,9 @@ def convert_predictions(
                 )
             label = cat_names.get(det["category_id"], str(det["category_id"]))
             mask = rle_to_mask(rle)
-            via_polys = detection_polygons(mask, "edges", simplify)
+            where = f"{name} prediction #{det['_index']}"
+            via_polys = detection_polygons(mask, "edges", simplify,
+                                           warnings if via_out is not None else None, where)
             n_dets += bool(via_polys)
             n_regions += len(via_polys)
             attributes = {"name": label, "instance": str(instance),
@@ -394,7 +440,8 @@ def convert_predictions(
             regions += [via2_polygon_region(poly, attributes) for poly in via_polys]
             if labelme_out is not None:
                 shapes += [labelme_shape(label, poly, instance, f"score {det['score']:.3f}")
-                           for poly in detection_polygons(mask, "centres", simplify)]
+                           for poly in detection_polygons(mask, "centres", simplify,
+                                                          warnings, where)]
         via_key, record = via2_image(Path(name).as_posix(), path.stat().st_size, regions)
         via_images[via_key] = record
         if labelme_out is not None:
