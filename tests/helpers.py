@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +48,30 @@ def run_tool(script: str, *args: str, timeout: int = 300, check: bool = False):
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def run_tool_with_usage(script: str, *args: str, timeout: int = 300
+                        ) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run ``tools/<script>`` like :func:`run_tool`; also return that one process's CPU seconds
+    and peak resident memory in KB (``os.wait4``), so what the test session ran before does
+    not count, as it would with ``getrusage`` on the test process or on all its children."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tools" / script), *args],
+                                stdout=out, stderr=err, cwd=REPO, env=env)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                           out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
+    return done, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
 def assert_user_error(proc, *fragments: str) -> None:

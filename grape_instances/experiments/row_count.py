@@ -232,8 +232,8 @@ GRID_SCORES = (0.3, 0.5, 0.7)
 
 
 def compare_trackers(videos: Sequence[Path], dets: dict[Path, dict], out: Path,
-                     min_frames: Sequence[int] = (1, 2, 3, 5, 8),
-                     max_gaps: Sequence[int] = (10, 20), scores: Sequence[float] = GRID_SCORES
+                     min_frames: Sequence[int] = (1, 2, 3, 5, 8, 12, 16),
+                     max_gaps: Sequence[int] = (10, 20, 40), scores: Sequence[float] = GRID_SCORES
                      ) -> list[dict]:
     """Every tracker x SCORE_THRESH x MAX_GAP x MIN_FRAMES on the validation videos; one row
     per setting (MIN_FRAMES re-scores the same tracks)."""
