@@ -153,13 +153,6 @@ def _first(batch: list[dict]) -> dict:
     return batch[0]
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 @dataclass
 class Prediction:
     """One photo through the engine: ``outputs`` is None (and ``error`` says why) when the
@@ -178,13 +171,17 @@ def iter_predictions(runtime: Runtime, paths: Sequence[Path], *, indices: Sequen
                      = None, workers: int = 2, keep_image: bool = True
                      ) -> Iterator[Prediction]:
     """Predict every photo of ``paths``, in order; ``workers`` loader processes decode ahead
-    (0: in this process)."""
+    (0: in this process).
+
+    The workers are forked, and must not call OpenCV: a process that has used OpenCV's
+    thread pool (visualize or measure drawing, a training run's experiments) leaves it
+    mid-state in the fork, and ``cv2.setNumThreads`` there waits forever. Decoding and the
+    test-time resize are PIL, numpy and torch, and torch sets each worker to one thread."""
     indices = list(range(len(paths))) if indices is None else list(indices)
     dataset = _Photos(paths, indices, runtime.prepare, keep_image)
     workers = max(0, min(workers, len(dataset)))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_first,
-        worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None)
     for item in loader:
         if "error" in item:
