@@ -89,3 +89,50 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     it records the seconds the generation took, so it differs between equal datasets)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != ".complete"}
+
+
+def photos_with_a_broken_one(tiny_synth: Path, folder: Path) -> list[Path]:
+    """The tiny dataset's val photos copied into ``folder`` as p0.jpg, p2.jpg, ... with an
+    undecodable p3.jpg among them; all of them, sorted as a folder input lists them."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for n, src in enumerate(sorted((tiny_synth / "images" / "val").glob("*.jpg"))):
+        shutil.copy(src, folder / f"p{2 * n}.jpg")
+    (folder / "p3.jpg").write_bytes(b"not a jpeg at all")
+    return sorted(folder.glob("*.jpg"))
+
+
+def record_decoding_processes(monkeypatch, log: Path) -> None:
+    """Have the photo loader append the id of the process that decodes each photo to ``log``
+    (its workers are forked with the patch, so the file is how they tell)."""
+    import os
+
+    from grape_instances.inference import batch
+
+    real = batch.decode_image
+
+    def decode(*args, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "decode_image", decode)
+
+
+def photo_by_photo(predictor, paths: list[Path]) -> list[tuple[int, Path, object, dict]]:
+    """``(image_id, path, image, outputs)`` of each decodable photo, the Predictor called on
+    one decoded photo after another: what the photo loader must reproduce."""
+    from grape_instances.core.errors import GrapeInputError
+    from grape_instances.core.images import decode_image
+
+    done = []
+    for image_id, path in enumerate(paths, start=1):
+        try:
+            image = decode_image(path, format="BGR")
+        except GrapeInputError:
+            continue
+        outputs = predictor(image)
+        outputs["instances"] = outputs["instances"].to("cpu")
+        done.append((image_id, path, image, outputs))
+    return done

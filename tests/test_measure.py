@@ -418,3 +418,47 @@ def test_tile_minus_one_is_refused(tmp_path, capsys):
                               "-1", "--out", str(tmp_path / "t.csv"), "--opts",
                               "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(photo)])
     assert "TEST.TILE_SIZE (--tile) -1" in err, err
+
+
+def test_model_form_runs_the_photo_loader_and_measures_the_predictors_masks(
+        sharp_model, tiny_synth, tmp_path, monkeypatch):
+    """The model form goes through tools/predict.py's photo loader (decoded in worker
+    processes while the model runs): its tables are byte for byte those of the same masks
+    predicted photo by photo by the Predictor and measured from a file, and an undecodable
+    photo among them is a counted warning, not a stop (issue 17)."""
+    import os
+
+    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
+    from grape_instances.core.images import expand_inputs
+    from grape_instances.inference.measure import UNREADABLE, measure_jobs
+    from grape_instances.inference.predictor import Predictor, prediction_config
+    from grape_instances.measure.sources import MaskSpec, jobs_from_files
+    from grape_instances.measure.table import output_paths
+    from tests.helpers import photo_by_photo, photos_with_a_broken_one, record_decoding_processes
+
+    photos = photos_with_a_broken_one(tiny_synth, tmp_path / "photos")
+    cfg = prediction_config(DEMO_CONFIG, ["MODEL.WEIGHTS", str(sharp_model), "INPUT.MIN_SIZE_TEST",
+                                          "96", "INPUT.MAX_SIZE_TEST", "128"],
+                            confidence_threshold=0.05)
+    predictor = Predictor(cfg)
+    record_decoding_processes(monkeypatch, tmp_path / "decoders.txt")
+    summary = measure_jobs(jobs_from_files(expand_inputs([str(tmp_path / "photos")])),
+                           tmp_path / "model.csv", predictor=predictor, source="same")
+    decoders = (tmp_path / "decoders.txt").read_text().split()
+    assert len(decoders) == len(photos) and str(os.getpid()) not in decoders
+    assert summary["warnings"] == {UNREADABLE: 1} and summary["images"] == len(photos) - 1
+    assert summary["bunches"] > 0
+
+    jobs = jobs_from_files(photos)
+    names = predictor.metadata.thing_classes
+    for image_id, _, _, outputs in photo_by_photo(predictor, photos):
+        inst = outputs["instances"]
+        jobs[image_id - 1].masks = [
+            MaskSpec(r["segmentation"], r["score"], names[label])
+            for r, label in zip(instances_to_coco_json(inst, image_id),
+                                inst.pred_classes.tolist(), strict=True)]
+    jobs[2].masks = []  # p3.jpg: undecodable either way
+    measure_jobs(jobs, tmp_path / "file.csv", source="same")
+    for kind, path in output_paths(tmp_path / "model.csv").items():
+        assert path.read_bytes() == output_paths(tmp_path / "file.csv")[kind].read_bytes(), kind

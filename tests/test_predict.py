@@ -164,3 +164,57 @@ def test_photo_measurements_use_the_measure_package():
     results = photo_results(pred, "vine/row/p.jpg", FakeRuntime())
     assert [(r["image_id"], r["category_id"], r["file_name"]) for r in results] == [
         (5, 7, "vine/row/p.jpg")] * 2
+
+
+LOADER_AFTER_OPENCV = """
+import sys, time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from grape_instances.inference.batch import iter_predictions
+
+big = np.random.default_rng(0).integers(0, 255, (3000, 3000, 3), np.uint8)
+for _ in range(3):
+    cv2.warpAffine(big, np.float32([[1, 0.1, 3], [0.1, 1, 4]]), (3000, 3000))
+time.sleep(0.5)  # OpenCV's pool threads now wait on their condition variable
+
+
+class Sizes:
+    def prepare(self, image):
+        return {"image": torch.zeros(1), "height": image.shape[0], "width": image.shape[1]}
+
+    def run(self, inputs):
+        return [{"size": [x["height"], x["width"]]} for x in inputs]
+
+
+paths = [Path(p) for p in sys.argv[1:]]
+print([p.outputs["size"] for p in iter_predictions(Sizes(), paths, workers=2)])
+"""
+
+
+def test_the_photo_loader_runs_in_a_process_that_used_opencv_threads(tmp_path):
+    """visualize and measure start the loader in processes that have drawn with OpenCV (a
+    training run's experiments, the test suite): its forked workers must not touch OpenCV,
+    whose thread pool the fork copies mid-wait (cv2.setNumThreads there hung for ever)."""
+    import cv2
+    import numpy as np
+
+    paths = []
+    for n in range(3):
+        paths.append(str(tmp_path / f"p{n}.png"))
+        cv2.imwrite(paths[-1], np.zeros((20 + n, 30, 3), np.uint8))
+    proc = subprocess.Popen([sys.executable, "-c", LOADER_AFTER_OPENCV, *paths], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            start_new_session=True)  # its hung workers go with it
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the photo loader hung: a forked worker waits for ever")
+    assert proc.returncode == 0, err[-2000:]
+    assert out.strip() == "[[20, 30], [21, 30], [22, 30]]"

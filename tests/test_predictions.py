@@ -333,10 +333,18 @@ def test_visualize_results_keep_the_jsons_category_ids(tmp_path):
     assert metadata.thing_classes == ["bunch", "leaf"]  # id order, as Detectron2 loads them
 
     class FixedPredictor:  # what a trained two-class model returns: classes 0 and 1
-        def __init__(self):
+        def __init__(self):  # the Runtime contract, which visualize's photo loader runs
             self.metadata = metadata
 
-        def __call__(self, image):
+        @staticmethod
+        def prepare(image):
+            return {"image": torch.as_tensor(image.copy()), "height": image.shape[0],
+                    "width": image.shape[1]}
+
+        def run(self, inputs):
+            return [self.predict(x["image"].numpy()) for x in inputs]
+
+        def predict(self, image):
             inst = Instances(image.shape[:2])
             inst.pred_boxes = Boxes(torch.tensor([[2.0, 2.0, 12.0, 12.0], [20, 4, 30, 14]]))
             inst.scores = torch.tensor([0.9, 0.8])

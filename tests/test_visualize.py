@@ -189,3 +189,60 @@ def test_an_interrupted_video_leaves_neither_file_nor_temporary(tmp_path, monkey
     done = predict.visualize_video(cfg, video, out, allow_random_weights=True)
     assert done["frames"] == 4
     assert sorted(p.name for p in out.iterdir()) == ["row.mp4", "row_counts.csv"]
+
+
+def test_visualize_runs_the_photo_loader_and_draws_what_the_predictor_draws(
+        sharp_model, tiny_synth, tmp_path, monkeypatch):
+    """A folder goes through tools/predict.py's photo loader (decoded in worker processes
+    while the model runs): the overlays, results and predicted-images list are byte for byte
+    those of the Predictor called photo by photo, and an undecodable photo among them is a
+    counted warning, not a stop (issue 17)."""
+    import os
+
+    import numpy as np
+    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
+    from grape_instances.convert.predictions import (
+        predicted_images_file,
+        predicted_images_record,
+    )
+    from grape_instances.core.images import expand_inputs
+    from grape_instances.inference.batch import UNDECODABLE
+    from grape_instances.inference.draw import draw_predictions
+    from grape_instances.inference.predictor import Predictor, prediction_config
+    from grape_instances.inference.writers import category_ids_of, visualize_files
+    from tests.helpers import photo_by_photo, photos_with_a_broken_one, record_decoding_processes
+
+    photos = photos_with_a_broken_one(tiny_synth, tmp_path / "photos")
+    cfg = prediction_config(DEMO_CONFIG, ["MODEL.WEIGHTS", str(sharp_model), "INPUT.MIN_SIZE_TEST",
+                                          "96", "INPUT.MAX_SIZE_TEST", "128"],
+                            confidence_threshold=0.05)
+    inputs = expand_inputs([str(tmp_path / "photos")])
+    assert inputs == photos and inputs[2].name == "p3.jpg"
+    record_decoding_processes(monkeypatch, tmp_path / "decoders.txt")
+    np.random.seed(0)  # Detectron2's Visualizer draws instance colours from numpy's generator
+    summary = visualize_files(cfg, inputs, tmp_path / "vis")
+    decoders = (tmp_path / "decoders.txt").read_text().split()
+    assert len(decoders) == len(inputs) and str(os.getpid()) not in decoders
+    assert summary["warnings"] == {UNDECODABLE: 1}
+    assert len(summary["skipped"]) == 1 and "p3.jpg" in summary["skipped"][0]
+
+    predictor = Predictor(cfg)
+    ids = category_ids_of(predictor.metadata)
+    overlays, results, predicted = {}, [], []
+    done = photo_by_photo(predictor, inputs)
+    np.random.seed(0)
+    for image_id, path, image, outputs in done:
+        overlays[f"{path.stem}.png"] = cv2.imencode(
+            ".png", draw_predictions(image, outputs, predictor.metadata))[1].tobytes()
+        for r in instances_to_coco_json(outputs["instances"], image_id):
+            results.append({**r, "file_name": str(path),
+                            "category_id": ids.get(r["category_id"], r["category_id"] + 1)})
+        predicted.append((image_id, str(path), *image.shape[:2]))
+    assert len(overlays) == len(inputs) - 1 and len(results) >= len(overlays)
+    out = tmp_path / "vis"
+    assert json.loads((out / "coco_results.json").read_text()) == json.loads(json.dumps(results))
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == overlays
+    assert json.loads(predicted_images_file(out / "coco_results.json").read_text()) == \
+        json.loads(json.dumps(predicted_images_record(
+            predicted, predictor.metadata.get("thing_classes") or [])))

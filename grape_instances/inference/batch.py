@@ -1,10 +1,12 @@
 """Batch prediction over a season of photos: a folder tree (or a list file) in, one COCO
 results file, the measurement tables and optional overlays out (``tools/predict.py``).
 
-* **One engine.** :func:`iter_predictions` runs a :class:`~.runtime.Runtime` (eager or
+* **One engine.** :func:`predict_photos` runs a :class:`~.runtime.Runtime` (eager or
   exported) over photos with a torch DataLoader whose workers decode and resize the next
-  photos while the model computes; tools/visualize.py and tools/measure.py run their models
-  through the same runtime objects.
+  photos while the model computes, under a progress bar, an undecodable photo a counted
+  warning; tools/predict.py, tools/visualize.py and tools/measure.py all run their models
+  over photos through it (RGB-D models, whose depth images the loader does not carry, are
+  the one exception: see ``writers`` and ``measure``).
 * **Resumable.** Photos are cut, in sorted order, into shards of ``shard_size``; a finished
   shard is written as one JSON file through a rename (complete or absent) under
   ``OUT/.shards/``. A rerun skips the shards already there and says how many photos that
@@ -153,13 +155,6 @@ def _first(batch: list[dict]) -> dict:
     return batch[0]
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 @dataclass
 class Prediction:
     """One photo through the engine: ``outputs`` is None (and ``error`` says why) when the
@@ -178,13 +173,17 @@ def iter_predictions(runtime: Runtime, paths: Sequence[Path], *, indices: Sequen
                      = None, workers: int = 2, keep_image: bool = True
                      ) -> Iterator[Prediction]:
     """Predict every photo of ``paths``, in order; ``workers`` loader processes decode ahead
-    (0: in this process)."""
+    (0: in this process).
+
+    The workers are forked, and must not call OpenCV: a process that has used OpenCV's
+    thread pool (visualize or measure drawing, a training run's experiments) leaves it
+    mid-state in the fork, and ``cv2.setNumThreads`` there waits forever. Decoding and the
+    test-time resize are PIL, numpy and torch, and torch sets each worker to one thread."""
     indices = list(range(len(paths))) if indices is None else list(indices)
     dataset = _Photos(paths, indices, runtime.prepare, keep_image)
     workers = max(0, min(workers, len(dataset)))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_first,
-        worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None)
     for item in loader:
         if "error" in item:
@@ -197,6 +196,31 @@ def iter_predictions(runtime: Runtime, paths: Sequence[Path], *, indices: Sequen
             outputs["instances"] = outputs["instances"].to("cpu")
         yield Prediction(item["index"], item["path"], item["original"], outputs, None,
                          item["decode_s"], time.perf_counter() - start)
+
+
+def predict_photos(runtime: Runtime, paths: Sequence[Path], *, desc: str = "predict",
+                   warnings: WarningCounter | None = None, names: Sequence[str] | None = None,
+                   indices: Sequence[int] | None = None, workers: int = 2,
+                   keep_image: bool = True, progress: bool = True) -> Iterator[Prediction]:
+    """:func:`iter_predictions` as every tool runs it: a tqdm bar (photos/s) named ``desc``,
+    and an undecodable photo logged and, with ``warnings``, counted as :data:`UNDECODABLE`
+    (first example: its entry of ``names``, else its path). It is still yielded, with
+    ``outputs`` None, so that the caller can list it and go on: one bad photo never stops
+    a run."""
+    bar = tqdm(total=len(paths), desc=desc, unit="photo", disable=not progress,
+               dynamic_ncols=True, mininterval=0.5 if os.isatty(2) else 5.0)
+    try:
+        for position, pred in enumerate(iter_predictions(
+                runtime, paths, indices=indices, workers=workers, keep_image=keep_image)):
+            if pred.error is not None:
+                logger.warning("skipped: %s", pred.error)
+                if warnings is not None:
+                    warnings.add(UNDECODABLE, names[position] if names is not None
+                                 else str(pred.path))
+            yield pred
+            bar.update()
+    finally:
+        bar.close()
 
 
 # --------------------------------------------------------------------------- one photo
@@ -346,18 +370,16 @@ def predict_shards(runtime: Runtime, input_dir: str | os.PathLike, photos: Seque
     timing = Timing()
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     keep_image = options.overlays or options.measure
-    bar = tqdm(total=len(order), desc=f"predict[{rank}]" if world_size > 1 else "predict",
-               unit="photo", disable=not options.progress, dynamic_ncols=True,
-               mininterval=0.5 if os.isatty(2) else 5.0)
-    for pred in iter_predictions(runtime, [root / photos[i] for i in order], indices=order,
-                                 workers=options.workers, keep_image=keep_image):
+    for pred in predict_photos(runtime, [root / photos[i] for i in order],
+                               desc=f"predict[{rank}]" if world_size > 1 else "predict",
+                               warnings=warnings, names=[photos[i] for i in order],
+                               indices=order, workers=options.workers, keep_image=keep_image,
+                               progress=options.progress):
         rel = photos[pred.index]
         shard = buffers[shard_of[pred.index]]
         timing.decode_s += pred.decode_s
         if pred.error is not None:
-            warnings.add(UNDECODABLE, rel)
             shard.warnings.add(UNDECODABLE, rel)
-            logger.warning("skipped: %s", pred.error)
             shard.skipped.append({"file_name": rel, "error": pred.error})
         else:
             timing.model_s += pred.model_s
@@ -374,7 +396,6 @@ def predict_shards(runtime: Runtime, input_dir: str | os.PathLike, photos: Seque
             timing.write_s += time.perf_counter() - t1
             timing.photos += 1
         shard.done += 1
-        bar.update()
         if shard.done == len(shard.indices):
             t0 = time.perf_counter()
             k = shard_of[pred.index]
@@ -387,7 +408,6 @@ def predict_shards(runtime: Runtime, input_dir: str | os.PathLike, photos: Seque
                     warnings.add(kind, shard.warnings.examples.get(kind, ""), count=n)
             del buffers[k]
             timing.write_s += time.perf_counter() - t0
-    bar.close()
     timing.wall_s = time.perf_counter() - start_wall
     timing.cpu_s = _cpu_seconds() - start_cpu
     timing.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,10 @@ from ..measure.geometry import shape_features
 from ..measure.sources import ImageJob
 from ..measure.table import image_row, output_paths, write_tables
 from ..measure.weight import WeightModel
+from .batch import predict_photos
 from .draw import draw_bunches, masks_as_instances
 from .predictor import Predictor
+from .runtime import Runtime, as_runtime
 from .writers import check_output_folder, write_image_atomic
 
 logger = logging.getLogger(__name__)
@@ -49,16 +51,40 @@ def _check_outputs(out_csv: Path, overwrite: bool, inputs: Sequence[Path]) -> No
         refuse_existing(path, overwrite, inputs)
 
 
-def _masks(job: ImageJob, image: np.ndarray, predictor: Predictor | None, source: str,
-           depth: np.ndarray | None = None
+def _photos(jobs: Sequence[ImageJob], predictor: Predictor | Runtime | None
+            ) -> Iterator[tuple[ImageJob, np.ndarray | None, str | None, dict | None]]:
+    """``(job, image, error, outputs)`` for every job, in order; ``image`` None (``error``
+    says why) when it cannot be decoded. An RGB model runs here, through the photo loader
+    of ``tools/predict.py`` (:func:`.batch.predict_photos`: the next photos decoded and
+    resized while the model runs); the masks of a file, and an RGB-D model, which needs
+    each photo's depth image (the loader carries none), get their photos decoded one at a
+    time, ``outputs`` None: the caller predicts the latter once it has the depth."""
+    if predictor is not None and not getattr(predictor, "needs_depth", False):
+        for pred in predict_photos(as_runtime(predictor), [j.path for j in jobs],
+                                   desc="measure"):
+            yield jobs[pred.index], pred.image, pred.error, pred.outputs
+        return
+    for job in tqdm(jobs, desc="measure", unit="img"):
+        try:
+            image = decode_image(job.path, format="BGR")
+        except GrapeInputError as e:
+            yield job, None, str(e), None
+            continue
+        yield job, image, None, None
+
+
+def _masks(job: ImageJob, image: np.ndarray, predictor: Predictor | Runtime | None,
+           source: str, outputs: dict | None, depth: np.ndarray | None = None
            ) -> tuple[list[np.ndarray], list[float | None], list[str], dict | None]:
-    """Masks, scores and categories of one image; plus the model's raw outputs. ``depth``
-    goes to an RGB-D model (INPUT.DEPTH.ENABLED) with the photo."""
+    """Masks, scores and categories of one image; plus the model's raw outputs: ``outputs``
+    when the loader predicted them, else the predictor's on the image (and ``depth``, for an
+    RGB-D model, INPUT.DEPTH.ENABLED)."""
     h, w = image.shape[:2]
     if predictor is None:
         masks = [m.decode(h, w, f"{source} ({job.name})") for m in job.masks]
         return (masks, [m.score for m in job.masks], [m.category for m in job.masks], None)
-    outputs = predictor(image) if depth is None else predictor(image, depth)
+    if outputs is None:
+        outputs = predictor(image) if depth is None else predictor(image, depth)
     if "instances" not in outputs:
         raise GrapeInputError("measure needs an instance model (Mask R-CNN): this config "
                               "predicts a semantic map, which has no bunches to count")
@@ -75,7 +101,7 @@ def measure_jobs(
     jobs: Sequence[ImageJob],
     out_csv: str | os.PathLike,
     *,
-    predictor: Predictor | None = None,
+    predictor: Predictor | Runtime | None = None,
     source: str = "",
     depth_dir: str | os.PathLike | None = None,
     camera: Camera | None = None,
@@ -127,16 +153,14 @@ def measure_jobs(
     skipped: list[str] = []
 
     def measure_all(overlay_dir: Path | None) -> None:
-        for job in tqdm(jobs, desc="measure", unit="img"):
-            if not job.path.is_file():
-                warnings.add(MISSING, str(job.path))
-                skipped.append(f"{job.path}: image not found")
-                continue
-            try:
-                image = decode_image(job.path, format="BGR")
-            except GrapeInputError as e:
-                warnings.add(UNREADABLE, str(job.path))
-                skipped.append(str(e))
+        for job, image, error, outputs in _photos(jobs, predictor):
+            if error is not None:
+                if not job.path.is_file():
+                    warnings.add(MISSING, str(job.path))
+                    skipped.append(f"{job.path}: image not found")
+                else:
+                    warnings.add(UNREADABLE, str(job.path))
+                    skipped.append(error)
                 continue
             depth, depth_file = None, None
             if read_depths:
@@ -149,7 +173,7 @@ def measure_jobs(
                     continue
                 else:
                     warnings.add(NO_DEPTH_FILE, job.name)
-            masks, scores, categories, outputs = _masks(job, image, predictor, source,
+            masks, scores, categories, outputs = _masks(job, image, predictor, source, outputs,
                                                         depth if model_needs_depth else None)
             if not metric:
                 depth, depth_file = None, None

@@ -1,7 +1,9 @@
 """The one predictor: a trained model (checkpoint, test-time resize, tiles, depth) on one image.
 
-Everything that runs a model over photos (overlays, measurements, video) goes through
-:class:`Predictor`; drawing is in ``draw.py``, the folder and video writers in ``writers.py``.
+Every checkpoint is loaded through :class:`Predictor`. Photos run through the loader of
+``batch.py`` (``predict_photos``, the Predictor's model as a ``runtime.Runtime``); video
+frames and RGB-D photos (with their depth images) call the Predictor one image at a time.
+Drawing is in ``draw.py``, the folder and video writers in ``writers.py``.
 """
 
 from __future__ import annotations

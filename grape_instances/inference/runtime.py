@@ -27,7 +27,7 @@ from torch import nn
 
 from ..core.errors import GrapeInputError
 from .cli import RUNTIMES
-from .predictor import prediction_metadata
+from .predictor import Predictor, prediction_metadata
 from .wrap import inference_model
 
 logger = logging.getLogger(__name__)
@@ -135,10 +135,19 @@ class Runtime:
 
 def eager_runtime(cfg: CfgNode, allow_random_weights: bool = False) -> Runtime:
     """The checkpoint in ``MODEL.WEIGHTS`` on PyTorch (tiled when ``TEST.TILE_SIZE`` > 0)."""
-    from .predictor import Predictor
+    return as_runtime(Predictor(cfg, allow_random_weights=allow_random_weights))
 
-    predictor = Predictor(cfg, allow_random_weights=allow_random_weights)
-    return Runtime(cfg, predictor.model, predictor.metadata)
+
+def as_runtime(predictor: Predictor | Runtime) -> Runtime:
+    """What the photo loader (``batch.predict_photos``) runs: a Predictor's own model, with
+    its test-time resize moved into the loader workers (:class:`Preparer`, the same resize,
+    so the same outputs); a Runtime as it is. An RGB-D Predictor has no Runtime: the
+    loader does not read depth images."""
+    if not isinstance(predictor, Predictor):
+        return predictor
+    if predictor.needs_depth:
+        raise ValueError("an RGB-D Predictor runs photo by photo, with each depth image")
+    return Runtime(predictor.cfg, predictor.model, predictor.metadata)
 
 
 class _Backend:

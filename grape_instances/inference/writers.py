@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -28,14 +28,18 @@ from ..core.fileio import (
     write_json_atomic,
 )
 from ..core.images import IMAGE_EXTENSIONS, decode_image
+from ..core.warning_counter import WarningCounter
 from ..data.semantic import write_label_png
+from .batch import UNDECODABLE, Prediction, predict_photos
 from .draw import draw_predictions
 from .predictor import Predictor
+from .runtime import Runtime, as_runtime
 
 logger = logging.getLogger(__name__)
 
 # What visualize writes into its folder: anything else there is the user's, not ours.
 OUTPUT_SUFFIXES = {".png", ".json", ".csv"}
+NO_DEPTH = "photos without a readable depth image (skipped)"
 
 
 def check_output_folder(output_dir: Path, inputs: Sequence[Path]) -> None:
@@ -64,11 +68,11 @@ def visualize_files(
     output: str | os.PathLike,
     allow_random_weights: bool = False,
     depth_dir: str | os.PathLike | None = None,
-    predictor: Predictor | None = None,
+    predictor: Predictor | Runtime | None = None,
 ) -> dict[str, object]:
     """Predict on each input, write ``<stem>.png`` overlays and ``coco_results.json``.
     ``predictor``: an exported model's runtime (:func:`.runtime.build_runtime`) instead of
-    the checkpoint's Predictor.
+    the checkpoint's Predictor. Either runs through ``tools/predict.py``'s photo loader.
 
     The results JSON is a COCO results list (``image_id`` = position in the input list,
     plus ``file_name``) so it can be scored or turned back into annotations
@@ -78,10 +82,12 @@ def visualize_files(
 
     ``output`` is a folder, replaced whole at the end; or, for one input, an image file name
     (as in Detectron2's demo), with ``<stem>_results.json`` beside it. An image that cannot
-    be read is skipped with a warning; only when none can be drawn is it an error.
+    be read is skipped with a counted warning (the summary's ``warnings``); only when none
+    can be drawn is it an error.
 
     An RGB-D model (``INPUT.DEPTH.ENABLED``) reads each photo's depth image from
-    ``depth_dir``: ``<photo stem>.png``, 16-bit mm, aligned (a missing one skips the photo).
+    ``depth_dir``: ``<photo stem>.png``, 16-bit mm, aligned (a missing one skips the photo);
+    its photos are read one at a time, not by the loader, which carries no depth image.
     """
     inputs = list(inputs)
     if cfg.INPUT.DEPTH.ENABLED and depth_dir is None:
@@ -118,28 +124,33 @@ def visualize_files(
     return summary
 
 
-def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_dir: Path,
-              overlay_name: str | None = None, results_name: str = "coco_results.json",
+def _draw_all(predictor: Predictor | Runtime, inputs: list[Path], write_dir: Path,
+              final_dir: Path, overlay_name: str | None = None,
+              results_name: str = "coco_results.json",
               depth_dir: str | os.PathLike | None = None) -> dict:
-    """Draw every readable input into ``write_dir``; paths returned are under ``final_dir``."""
+    """Draw every readable input into ``write_dir``; paths returned are under ``final_dir``.
+
+    The photos go through the loader of ``tools/predict.py`` (:func:`.batch.predict_photos`:
+    the next photos decoded and resized while the model runs); an RGB-D model's go one at a
+    time through :func:`_with_depth`, as the loader does not read depth images."""
     results: list[dict] = []
     predicted: list[tuple[int, str, int, int]] = []  # every image predicted, found or not
     written: list[str] = []
     label_maps: list[str] = []
     skipped: list[str] = []
     used_names: set[str] = set()
+    warnings = WarningCounter()
     dataset_ids = category_ids_of(predictor.metadata)
-    for image_id, path in enumerate(tqdm(inputs, desc="visualize", unit="img"), start=1):
-        try:
-            image = decode_image(path, format="BGR")
-            depth = None if depth_dir is None else read_depth(
-                _depth_file(Path(depth_dir), path), image.shape[:2]
-            )
-        except GrapeInputError as e:
-            logger.warning("skipped: %s", e)
-            skipped.append(str(e))
+    if depth_dir is None:
+        predictions = predict_photos(as_runtime(predictor), inputs, desc="visualize",
+                                     warnings=warnings)
+    else:
+        predictions = _with_depth(predictor, inputs, Path(depth_dir), warnings)
+    for pred in predictions:
+        if pred.error is not None:
+            skipped.append(pred.error)
             continue
-        outputs = predictor(image) if depth is None else predictor(image, depth)
+        image_id, path, image, outputs = pred.index + 1, pred.path, pred.image, pred.outputs
         predicted.append((image_id, str(path), *image.shape[:2]))
         name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
         used_names.add(name)
@@ -164,10 +175,35 @@ def _draw_all(predictor: Predictor, inputs: list[Path], write_dir: Path, final_d
     # that from-predictions and measure count these images and no other
     write_json_atomic(predicted_images_file(write_dir / results_name), predicted_images_record(
         predicted, predictor.metadata.get("thing_classes") or []))
+    warnings.log(logger, prefix="visualize: ")
     logger.info("wrote %d overlays and %s; skipped %d unreadable image(s)", len(written),
                 final_dir / results_name, len(skipped))
     return {"overlays": written, "results": str(final_dir / results_name),
-            "num_detections": len(results), "label_maps": label_maps, "skipped": skipped}
+            "num_detections": len(results), "label_maps": label_maps, "skipped": skipped,
+            "warnings": warnings.as_dict()}
+
+
+def _with_depth(predictor: Predictor, inputs: list[Path], depth_dir: Path,
+                warnings: WarningCounter) -> Iterator[Prediction]:
+    """An RGB-D model's predictions, photo by photo in this process: the loader of
+    :func:`.batch.predict_photos` carries no depth image. A photo that cannot be decoded,
+    or whose depth image is missing or unreadable, is skipped and counted."""
+    for index, path in enumerate(tqdm(inputs, desc="visualize", unit="img")):
+        try:
+            image = decode_image(path, format="BGR")
+        except GrapeInputError as e:
+            logger.warning("skipped: %s", e)
+            warnings.add(UNDECODABLE, str(path))
+            yield Prediction(index, path, None, None, str(e), 0.0, 0.0)
+            continue
+        try:
+            depth = read_depth(_depth_file(depth_dir, path), image.shape[:2])
+        except GrapeInputError as e:
+            logger.warning("skipped: %s", e)
+            warnings.add(NO_DEPTH, str(path))
+            yield Prediction(index, path, None, None, str(e), 0.0, 0.0)
+            continue
+        yield Prediction(index, path, image, predictor(image, depth), None, 0.0, 0.0)
 
 
 def _depth_file(depth_dir: Path, photo: Path) -> Path:
