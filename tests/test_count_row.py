@@ -10,7 +10,12 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from grape_instances.core.errors import GrapeInputError
-from grape_instances.experiments.row_count import cached, coco_detections, score_run
+from grape_instances.experiments.row_count import (
+    cached,
+    coco_detections,
+    error_sources,
+    score_run,
+)
 from grape_instances.inference.row_count import count_video, read_segments
 from grape_instances.inference.tracking import (
     FrameDetections,
@@ -179,7 +184,28 @@ def test_oracle_count_matches_ground_truth_and_writes_outputs(tiny_row, tmp_path
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 100
     scores = score_run(tiny_row, out)
     assert scores["idf1"] > 0.8 and scores["mota"] > 0.8, scores
+    src = scores["sources"]  # exact boxes: every counted track is a bunch, in its vine
+    assert src["unmatched"] == 0 and src["wrong_segment"] == 0, src
+    assert src["matched"] == summary["total"]
+    assert src["matched"] - src["duplicates"] + src["missed"] == truth["total"], src
+    # A counted track moved to the other vine is seen as such.
+    moved = next(t for t in tracks if t["counted"] == "1")
+    other = next(n for n in truth["segments"] if n != moved["segment"])
+    with open(out / "tracks.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(tracks[0]))
+        w.writeheader()
+        w.writerows([{**t, "segment": other} if t is moved else t for t in tracks])
+    assert score_run(tiny_row, out)["sources"] == {**src, "wrong_segment": 1}
     assert not list(tmp_path.glob(".count*"))  # no temporaries left
+
+
+def test_error_sources_split_a_count_into_its_causes():
+    # Bunches 10, 11 on vine a, 12 on vine b. Track 1 finds 10; tracks 2 and 3 both follow
+    # 11 and were assigned to vine b; track 4 follows nothing; nobody finds 12.
+    got = error_sources([(1, "a"), (2, "b"), (3, "b"), (4, "a")], {1: 10, 2: 11, 3: 11},
+                        {10: "a", 11: "a", 12: "b"})
+    assert got == {"matched": 3, "wrong_segment": 2, "duplicates": 1, "unmatched": 1,
+                   "missed": 1}
 
 
 def test_count_row_tool_runs_a_real_model(trained_model, tiny_row, tmp_path):

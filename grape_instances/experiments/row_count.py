@@ -5,7 +5,9 @@
 * :func:`coco_detections`: the ground-truth masks of a rendered video as "detections" (an
   oracle detector: tests, and the tracker's upper bound);
 * :func:`score_run`: count error per video and per segment, and MOTA / IDF1 / ID switches
-  with ``motmetrics`` (box IoU >= 0.5), of one ``count_video`` output folder;
+  with ``motmetrics`` (box IoU >= 0.5), of one ``count_video`` output folder, with the
+  sources of its errors (:func:`error_sources`: missed bunches, duplicate and unmatched
+  tracks, tracks assigned to the wrong segment);
 * :func:`per_frame_baseline`: the same figures without a tracker, each frame's detections
   counted again (what ``visualize.py --video-input`` gives);
 * :func:`compare_trackers` / :func:`evaluate`: the validation grid that picks the
@@ -115,7 +117,9 @@ def _read_mot(path: Path, ids: set[int] | None = None) -> dict[int, list[tuple]]
 
 def mot_metrics(gt_txt: str | os.PathLike, hyp: dict[int, list[tuple]], frames: Iterable[int]
                 ) -> dict:
-    """MOTA, IDF1, ID switches (motmetrics, box IoU >= 0.5) over ``frames`` (1-based)."""
+    """MOTA, IDF1, ID switches (motmetrics, box IoU >= 0.5) over ``frames`` (1-based), and
+    ``bunch_of``: each hypothesis track's ground-truth bunch, the one motmetrics matched it
+    to in most frames (tracks never matched are absent)."""
     import motmetrics as mm  # noqa: PLC0415
 
     gt = _read_mot(Path(gt_txt))
@@ -127,8 +131,37 @@ def mot_metrics(gt_txt: str | os.PathLike, hyp: dict[int, list[tuple]], frames: 
                                        max_iou=0.5)
         acc.update([r[0] for r in g], [r[0] for r in hy], dist)
     s = mm.metrics.create().compute(acc, metrics=["mota", "idf1", "num_switches"], name="v")
+    events = acc.mot_events
+    pairs = events[events["Type"].isin(["MATCH", "SWITCH"])]
+    votes: dict[int, dict[int, int]] = {}
+    for oid, hid in zip(pairs["OId"].tolist(), pairs["HId"].tolist(), strict=True):
+        per = votes.setdefault(int(hid), {})
+        per[int(oid)] = per.get(int(oid), 0) + 1
     return {"mota": float(s["mota"].iloc[0]), "idf1": float(s["idf1"].iloc[0]),
-            "id_switches": int(s["num_switches"].iloc[0])}
+            "id_switches": int(s["num_switches"].iloc[0]),
+            "bunch_of": {h: max(v, key=lambda o: (v[o], -o)) for h, v in votes.items()}}
+
+
+def error_sources(tracks: Sequence[tuple[int, str]], bunch_of: dict[int, int],
+                  bunch_segment: dict[int, str]) -> dict:
+    """Where a per-segment count error comes from, in counted tracks ``(track id, segment)``
+    against the truth: ``matched`` tracks (with a bunch in ``bunch_of``), of which
+    ``wrong_segment`` (assigned to another segment than their bunch's) and ``duplicates``
+    (a bunch's second, third... track); ``unmatched`` tracks (no bunch: false positives or
+    boxes too poor to match); ``missed`` bunches (of ``bunch_segment``, no counted track).
+    A per-video count hides these when misses and extras cancel; a segment's does not."""
+    per_bunch: dict[int, int] = {}
+    wrong = unmatched = 0
+    for tid, segment in tracks:
+        bunch = bunch_of.get(tid)
+        if bunch is None:
+            unmatched += 1
+            continue
+        per_bunch[bunch] = per_bunch.get(bunch, 0) + 1
+        wrong += bunch_segment.get(bunch) != segment
+    return {"matched": sum(per_bunch.values()), "wrong_segment": wrong,
+            "duplicates": sum(n - 1 for n in per_bunch.values()), "unmatched": unmatched,
+            "missed": sum(b not in per_bunch for b in bunch_segment)}
 
 
 def count_errors(counts: dict[str, int], truth: dict) -> dict:
@@ -164,8 +197,11 @@ def score_run(video_dir: str | os.PathLike, run_dir: str | os.PathLike,
     hyp = _read_mot(run_dir / "mot.txt", {int(t["track_id"]) for t in kept})
     step = summary["frame_step"]
     frames = [f + 1 for f in range(0, summary["frames"], step)]
-    return {**count_errors(counts, truth),
-            **mot_metrics(video_dir / "gt" / "gt.txt", hyp, frames),
+    mot = mot_metrics(video_dir / "gt" / "gt.txt", hyp, frames)
+    sources = error_sources([(int(t["track_id"]), t["segment"]) for t in kept],
+                            mot.pop("bunch_of"),
+                            {int(b): v for b, v in truth["bunch_vine"].items()})
+    return {**count_errors(counts, truth), **mot, "sources": sources,
             "tracker_ms_per_frame": 1000 * summary["tracker_s"] / summary["processed_frames"]}
 
 
@@ -189,9 +225,9 @@ def per_frame_baseline(video_dir: str | os.PathLike, detections: dict[int, Frame
             x0, y0, x1, y1 = det.boxes[i]
             hyp.setdefault(f + 1, []).append((next_id, x0, y0, x1 - x0, y1 - y0))
             next_id += 1
-    return {**count_errors(counts, truth),
-            **mot_metrics(video_dir / "gt" / "gt.txt", hyp,
-                          range(1, truth["frames"] + 1, frame_step))}
+    mot = mot_metrics(video_dir / "gt" / "gt.txt", hyp, range(1, truth["frames"] + 1, frame_step))
+    mot.pop("bunch_of")
+    return {**count_errors(counts, truth), **mot}
 
 
 # --------------------------------------------------------------------------- experiments
@@ -215,13 +251,25 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Means over videos: count error per video and per segment, MOTA, IDF1, ID switches."""
+    """Means over videos: count error per video and per segment, MOTA, IDF1; ID switches
+    and the error sources (:func:`error_sources`) summed."""
     seg = [e for r in rows for e in r["segments"].values()]
-    return {"count_err_video": _mean(rows, "video"), "count_err_segment": float(np.mean(seg)),
-            "mota": _mean(rows, "mota"), "idf1": _mean(rows, "idf1"),
-            "id_switches": float(np.sum([r["id_switches"] for r in rows])),
-            "tracker_ms": _mean(rows, "tracker_ms_per_frame") if "tracker_ms_per_frame"
-            in rows[0] else float("nan")}
+    out = {"count_err_video": _mean(rows, "video"), "count_err_segment": float(np.mean(seg)),
+           "mota": _mean(rows, "mota"), "idf1": _mean(rows, "idf1"),
+           "id_switches": float(np.sum([r["id_switches"] for r in rows])),
+           "tracker_ms": _mean(rows, "tracker_ms_per_frame") if "tracker_ms_per_frame"
+           in rows[0] else float("nan")}
+    if "sources" in rows[0]:  # summed over the videos
+        out["sources"] = {k: sum(r["sources"][k] for r in rows) for k in rows[0]["sources"]}
+    return out
+
+
+def sources_line(sources: dict) -> str:
+    """One sentence: the counted tracks against the truth (:func:`error_sources`)."""
+    return (f"{sources['matched']} counted tracks matched a true bunch, "
+            f"{sources['wrong_segment']} of them in the wrong segment and "
+            f"{sources['duplicates']} a bunch's extra track; {sources['unmatched']} matched "
+            f"none; {sources['missed']} true bunches had no counted track.")
 
 
 #: (backend, match, camera motion) compared on the validation videos.
@@ -359,6 +407,8 @@ def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
              markdown([{"method": "tracked", **result["tracked"]},
                        {"method": "per-frame (no tracker)", **result["per_frame"]}],
                       ["method"]), "",
+             "Where the tracked row's errors come from (test videos, summed; motmetrics' "
+             "matches, box IoU >= 0.5): " + sources_line(result["tracked"]["sources"]), "",
              "Each tracker at its best validation setting, on the test videos:", "",
              markdown([{**r, "tracker": f"{r['backend']} {r['match']}"
                         f"{' +camera motion' if r['camera_motion'] else ''}",
@@ -391,7 +441,7 @@ def score_table(video_dir: str | os.PathLike, run_dir: str | os.PathLike) -> str
     table = markdown_table(["segment", "true", "counted", "count error"], rows,
                            ["left", "right", "right", "right"])
     return (f"{table}\n\nMOTA {s['mota']:.3f}, IDF1 {s['idf1']:.3f}, ID switches "
-            f"{s['id_switches']} (motmetrics, box IoU >= 0.5)\n")
+            f"{s['id_switches']} (motmetrics, box IoU >= 0.5)\n\n{sources_line(s['sources'])}\n")
 
 
 def memory_check(frames: int, work: str | os.PathLike) -> dict:
