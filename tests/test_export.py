@@ -128,8 +128,9 @@ def test_runtime_not_installed_is_one_line(export_dir, sharp_model, monkeypatch)
 
 
 def test_openvino_int8_runs(sharp_model, tiny_synth, tmp_path):
-    """NNCF post-training quantization on two photos gives a model predict can run (its
-    accuracy on real photos is measured by the benchmark, not here)."""
+    """NNCF post-training quantization on two photos gives a model predict can run, with the
+    backbone quantized and the RPN and ROI heads left in f32 (its accuracy on real photos is
+    measured by tools/runtime_accuracy.py, not here)."""
     from grape_instances.inference.export import export_model
     from grape_instances.inference.runtime import build_runtime
 
@@ -140,6 +141,13 @@ def test_openvino_int8_runs(sharp_model, tiny_synth, tmp_path):
     paths = sorted((tiny_synth / "images" / "val").glob("*.jpg"))[:2]
     out = predict(build_runtime(cfg, "openvino_int8", tmp_path), paths)
     assert len(out) == 2 and all(len(i) <= 20 for i in out)
+    import openvino as ov
+
+    quantized = [op.get_friendly_name() for op in
+                 ov.Core().read_model(str(tmp_path / "model_int8.xml")).get_ops()
+                 if op.get_type_name() == "FakeQuantize"]
+    assert any("/backbone/" in n for n in quantized)
+    assert not [n for n in quantized if "roi_heads" in n or "proposal_generator" in n]
 
 
 def test_visualize_and_measure_run_the_exported_model(export_dir, sharp_model, tiny_synth,
