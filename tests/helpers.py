@@ -50,28 +50,50 @@ def run_tool(script: str, *args: str, timeout: int = 300, check: bool = False):
     return proc
 
 
+# Runs a tool as __main__ and, at exit, writes the process's peak resident memory (VmHWM of
+# /proc/self/status, kB) to $PEAK_FILE. VmHWM belongs to the address space the tool ran in;
+# ru_maxrss would not do: a child started with vfork inherits the test process's high-water
+# mark at exec (Linux keeps the larger of the two).
+_PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def _peak():
+    with open('/proc/self/status') as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+    with open(os.environ['PEAK_FILE'], 'w') as f:
+        f.write(str(kb))
+atexit.register(_peak)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def run_tool_with_usage(script: str, *args: str, timeout: int = 300
                         ) -> tuple[subprocess.CompletedProcess, float, int]:
     """Run ``tools/<script>`` like :func:`run_tool`; also return that one process's CPU seconds
-    and peak resident memory in KB (``os.wait4``), so what the test session ran before does
-    not count, as it would with ``getrusage`` on the test process or on all its children."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, str(REPO / "tools" / script), *args],
-                                stdout=out, stderr=err, cwd=REPO, env=env)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(proc.args, proc.returncode,
-                                           out.read().decode(errors="replace"),
-                                           err.read().decode(errors="replace"))
-    return done, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    (``os.wait4``) and peak resident memory in kB (its own VmHWM), so that nothing the test
+    session ran before counts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+               "PEAK_FILE": str(peak_file)}
+        with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _PEAK_WRAPPER, str(REPO / "tools" / script), *args],
+                stdout=out, stderr=err, cwd=REPO, env=env)
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                timer.cancel()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            done = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                               out.read().decode(errors="replace"),
+                                               err.read().decode(errors="replace"))
+        peak_kb = int(peak_file.read_text()) if peak_file.exists() else -1
+    return done, usage.ru_utime + usage.ru_stime, peak_kb
 
 
 def assert_user_error(proc, *fragments: str) -> None:

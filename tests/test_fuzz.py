@@ -615,7 +615,7 @@ def test_from_predictions_on_100k_records_is_bounded(workspace):
     regions = [len(img["regions"]) for img in project["_via_img_metadata"].values()]
     assert regions == [MAX_DETECTIONS_PER_IMAGE, MAX_DETECTIONS_PER_IMAGE]
     assert cpu_s < PER_CALL_TIMEOUT_S, cpu_s
-    assert peak_kb < 1_500_000, peak_kb  # KB: under 1.5 GB (measured: 0.82 GB)
+    assert 0 < peak_kb < 1_500_000, peak_kb  # kB: under 1.5 GB (measured: 0.69 GB)
 
 
 def test_a_via_project_whose_only_image_is_undecodable_is_refused(workspace):

@@ -27,6 +27,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -206,7 +207,8 @@ def predict_photos(runtime: Runtime, paths: Sequence[Path], *, desc: str = "pred
     and an undecodable photo logged and, with ``warnings``, counted as :data:`UNDECODABLE`
     (first example: its entry of ``names``, else its path). It is still yielded, with
     ``outputs`` None, so that the caller can list it and go on: one bad photo never stops
-    a run."""
+    a run. Callers close it (``contextlib.closing``) so that an error raised in their loop
+    ends the bar's line before the one-line error is printed."""
     bar = tqdm(total=len(paths), desc=desc, unit="photo", disable=not progress,
                dynamic_ncols=True, mininterval=0.5 if os.isatty(2) else 5.0)
     try:
@@ -370,44 +372,45 @@ def predict_shards(runtime: Runtime, input_dir: str | os.PathLike, photos: Seque
     timing = Timing()
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     keep_image = options.overlays or options.measure
-    for pred in predict_photos(runtime, [root / photos[i] for i in order],
-                               desc=f"predict[{rank}]" if world_size > 1 else "predict",
-                               warnings=warnings, names=[photos[i] for i in order],
-                               indices=order, workers=options.workers, keep_image=keep_image,
-                               progress=options.progress):
-        rel = photos[pred.index]
-        shard = buffers[shard_of[pred.index]]
-        timing.decode_s += pred.decode_s
-        if pred.error is not None:
-            shard.warnings.add(UNDECODABLE, rel)
-            shard.skipped.append({"file_name": rel, "error": pred.error})
-        else:
-            timing.model_s += pred.model_s
-            t0 = time.perf_counter()
-            shard.results += photo_results(pred, rel, runtime)
-            if options.measure:
-                rows, image = photo_measurements(pred, rel, runtime, shard.warnings)
-                shard.bunches += rows
-                shard.images.append(image)
-            t1 = time.perf_counter()
-            timing.post_s += t1 - t0
-            if options.overlays:
-                write_overlay(pred, output_dir / OVERLAYS / rel, runtime)
-            timing.write_s += time.perf_counter() - t1
-            timing.photos += 1
-        shard.done += 1
-        if shard.done == len(shard.indices):
-            t0 = time.perf_counter()
-            k = shard_of[pred.index]
-            write_json_atomic(shard_path(output_dir, k), {
-                "shard": k, "photos": [photos[i] for i in shard.indices],
-                "results": shard.results, "bunches": shard.bunches, "images": shard.images,
-                "skipped": shard.skipped, "warnings": shard.warnings.as_dict()})
-            for kind, n in shard.warnings.as_dict().items():
-                if kind != UNDECODABLE:
-                    warnings.add(kind, shard.warnings.examples.get(kind, ""), count=n)
-            del buffers[k]
-            timing.write_s += time.perf_counter() - t0
+    with closing(predict_photos(
+            runtime, [root / photos[i] for i in order],
+            desc=f"predict[{rank}]" if world_size > 1 else "predict", warnings=warnings,
+            names=[photos[i] for i in order], indices=order, workers=options.workers,
+            keep_image=keep_image, progress=options.progress)) as predictions:
+        for pred in predictions:
+            rel = photos[pred.index]
+            shard = buffers[shard_of[pred.index]]
+            timing.decode_s += pred.decode_s
+            if pred.error is not None:
+                shard.warnings.add(UNDECODABLE, rel)
+                shard.skipped.append({"file_name": rel, "error": pred.error})
+            else:
+                timing.model_s += pred.model_s
+                t0 = time.perf_counter()
+                shard.results += photo_results(pred, rel, runtime)
+                if options.measure:
+                    rows, image = photo_measurements(pred, rel, runtime, shard.warnings)
+                    shard.bunches += rows
+                    shard.images.append(image)
+                t1 = time.perf_counter()
+                timing.post_s += t1 - t0
+                if options.overlays:
+                    write_overlay(pred, output_dir / OVERLAYS / rel, runtime)
+                timing.write_s += time.perf_counter() - t1
+                timing.photos += 1
+            shard.done += 1
+            if shard.done == len(shard.indices):
+                t0 = time.perf_counter()
+                k = shard_of[pred.index]
+                write_json_atomic(shard_path(output_dir, k), {
+                    "shard": k, "photos": [photos[i] for i in shard.indices],
+                    "results": shard.results, "bunches": shard.bunches, "images": shard.images,
+                    "skipped": shard.skipped, "warnings": shard.warnings.as_dict()})
+                for kind, n in shard.warnings.as_dict().items():
+                    if kind != UNDECODABLE:
+                        warnings.add(kind, shard.warnings.examples.get(kind, ""), count=n)
+                del buffers[k]
+                timing.write_s += time.perf_counter() - t0
     timing.wall_s = time.perf_counter() - start_wall
     timing.cpu_s = _cpu_seconds() - start_cpu
     timing.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

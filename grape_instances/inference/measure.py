@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -153,69 +154,71 @@ def measure_jobs(
     skipped: list[str] = []
 
     def measure_all(overlay_dir: Path | None) -> None:
-        for job, image, error, outputs in _photos(jobs, predictor):
-            if error is not None:
-                if not job.path.is_file():
-                    warnings.add(MISSING, str(job.path))
-                    skipped.append(f"{job.path}: image not found")
-                else:
-                    warnings.add(UNREADABLE, str(job.path))
-                    skipped.append(error)
-                continue
-            depth, depth_file = None, None
-            if read_depths:
-                path = job.depth_path if depth_dir is None else find_depth(depth_dir, job.name)
-                if path is not None:
-                    depth, depth_file = read_depth(path, image.shape[:2]), str(path)
-                elif model_needs_depth:
-                    warnings.add(NO_MODEL_DEPTH, job.name)
-                    skipped.append(f"{job.name}: no depth image under {depth_dir}")
-                    continue
-                else:
-                    warnings.add(NO_DEPTH_FILE, job.name)
-            masks, scores, categories, outputs = _masks(job, image, predictor, source, outputs,
-                                                        depth if model_needs_depth else None)
-            if not metric:
-                depth, depth_file = None, None
-            rows, kept = [], []
-            for instance, mask in enumerate(masks, start=1):
-                if not mask.any():
-                    warnings.add(EMPTY_MASK, f"{job.name} #{instance}")
-                    continue
-                row = {"image": job.name, "folder": job.folder, "instance": instance,
-                       "category": categories[instance - 1], "score": scores[instance - 1],
-                       **shape_features(mask, image)}
-                if depth is not None:
-                    fx, fy = camera.focal(image.shape[1])
-                    sizes = metric_features(mask, depth, fx, fy)
-                    if sizes is None:
-                        warnings.add(NO_READING, f"{job.name} #{instance}")
+        # closed on an error in the loop, so the progress bar's line ends before it
+        with closing(_photos(jobs, predictor)) as photos:
+            for job, image, error, outputs in photos:
+                if error is not None:
+                    if not job.path.is_file():
+                        warnings.add(MISSING, str(job.path))
+                        skipped.append(f"{job.path}: image not found")
                     else:
-                        row.update(sizes)
-                rows.append(row)
-                kept.append((instance, mask))
-            if weight_model is not None:
-                for row, grams in zip(rows, weight_model.predict(rows), strict=True):
-                    row["weight_g"] = grams
-                    if grams is None:
-                        warnings.add(NO_WEIGHT, f"{job.name} #{row['instance']}")
-            bunch_rows.extend(rows)
-            image_rows.append(image_row(job.name, job.folder, image.shape[:2], rows,
-                                        depth_file, weight_model is not None))
-            if overlay_dir is not None:
-                if outputs is None:
-                    classes = file_classes or [DEFAULT_CATEGORY]
-                    outputs = {"instances": masks_as_instances(
-                        [m for _, m in kept], [scores[i - 1] for i, _ in kept],
-                        image.shape[:2],
-                        [classes.index(categories[i - 1]) for i, _ in kept])}
-                    metadata = _file_metadata(classes)
-                else:
-                    metadata = predictor.metadata
-                drawn = draw_bunches(image, outputs, metadata, [m for _, m in kept],
-                                     [i for i, _ in kept])
-                name = job.name.replace("/", "__")
-                write_image_atomic(overlay_dir / f"{Path(name).stem}.png", drawn)
+                        warnings.add(UNREADABLE, str(job.path))
+                        skipped.append(error)
+                    continue
+                depth, depth_file = None, None
+                if read_depths:
+                    path = job.depth_path if depth_dir is None else find_depth(depth_dir, job.name)
+                    if path is not None:
+                        depth, depth_file = read_depth(path, image.shape[:2]), str(path)
+                    elif model_needs_depth:
+                        warnings.add(NO_MODEL_DEPTH, job.name)
+                        skipped.append(f"{job.name}: no depth image under {depth_dir}")
+                        continue
+                    else:
+                        warnings.add(NO_DEPTH_FILE, job.name)
+                masks, scores, categories, outputs = _masks(job, image, predictor, source, outputs,
+                                                            depth if model_needs_depth else None)
+                if not metric:
+                    depth, depth_file = None, None
+                rows, kept = [], []
+                for instance, mask in enumerate(masks, start=1):
+                    if not mask.any():
+                        warnings.add(EMPTY_MASK, f"{job.name} #{instance}")
+                        continue
+                    row = {"image": job.name, "folder": job.folder, "instance": instance,
+                           "category": categories[instance - 1], "score": scores[instance - 1],
+                           **shape_features(mask, image)}
+                    if depth is not None:
+                        fx, fy = camera.focal(image.shape[1])
+                        sizes = metric_features(mask, depth, fx, fy)
+                        if sizes is None:
+                            warnings.add(NO_READING, f"{job.name} #{instance}")
+                        else:
+                            row.update(sizes)
+                    rows.append(row)
+                    kept.append((instance, mask))
+                if weight_model is not None:
+                    for row, grams in zip(rows, weight_model.predict(rows), strict=True):
+                        row["weight_g"] = grams
+                        if grams is None:
+                            warnings.add(NO_WEIGHT, f"{job.name} #{row['instance']}")
+                bunch_rows.extend(rows)
+                image_rows.append(image_row(job.name, job.folder, image.shape[:2], rows,
+                                            depth_file, weight_model is not None))
+                if overlay_dir is not None:
+                    if outputs is None:
+                        classes = file_classes or [DEFAULT_CATEGORY]
+                        outputs = {"instances": masks_as_instances(
+                            [m for _, m in kept], [scores[i - 1] for i, _ in kept],
+                            image.shape[:2],
+                            [classes.index(categories[i - 1]) for i, _ in kept])}
+                        metadata = _file_metadata(classes)
+                    else:
+                        metadata = predictor.metadata
+                    drawn = draw_bunches(image, outputs, metadata, [m for _, m in kept],
+                                         [i for i, _ in kept])
+                    name = job.name.replace("/", "__")
+                    write_image_atomic(overlay_dir / f"{Path(name).stem}.png", drawn)
 
     if overlays is not None:
         with replacing_folder(overlays) as tmp:

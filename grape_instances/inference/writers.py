@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import cv2
@@ -146,27 +147,28 @@ def _draw_all(predictor: Predictor | Runtime, inputs: list[Path], write_dir: Pat
                                      warnings=warnings)
     else:
         predictions = _with_depth(predictor, inputs, Path(depth_dir), warnings)
-    for pred in predictions:
-        if pred.error is not None:
-            skipped.append(pred.error)
-            continue
-        image_id, path, image, outputs = pred.index + 1, pred.path, pred.image, pred.outputs
-        predicted.append((image_id, str(path), *image.shape[:2]))
-        name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
-        used_names.add(name)
-        png_name = overlay_name or f"{name}.png"
-        write_image_atomic(write_dir / png_name,
-                           draw_predictions(image, outputs, predictor.metadata))
-        written.append(str(final_dir / png_name))
-        if "sem_seg" in outputs:
-            labels = outputs["sem_seg"].argmax(dim=0).to("cpu").numpy().astype(np.uint8)
-            write_label_png(write_dir / f"{Path(png_name).stem}_labels.png", labels)
-            label_maps.append(str(final_dir / f"{Path(png_name).stem}_labels.png"))
-        if "instances" in outputs:
-            for r in instances_to_coco_json(outputs["instances"].to("cpu"), image_id):
-                r["file_name"] = str(path)
-                r["category_id"] = dataset_ids.get(r["category_id"], r["category_id"] + 1)
-                results.append(r)
+    with closing(predictions):  # an error in the loop ends the bar's line first
+        for pred in predictions:
+            if pred.error is not None:
+                skipped.append(pred.error)
+                continue
+            image_id, path, image, outputs = pred.index + 1, pred.path, pred.image, pred.outputs
+            predicted.append((image_id, str(path), *image.shape[:2]))
+            name = path.stem if path.stem not in used_names else f"{path.stem}_{image_id}"
+            used_names.add(name)
+            png_name = overlay_name or f"{name}.png"
+            write_image_atomic(write_dir / png_name,
+                               draw_predictions(image, outputs, predictor.metadata))
+            written.append(str(final_dir / png_name))
+            if "sem_seg" in outputs:
+                labels = outputs["sem_seg"].argmax(dim=0).to("cpu").numpy().astype(np.uint8)
+                write_label_png(write_dir / f"{Path(png_name).stem}_labels.png", labels)
+                label_maps.append(str(final_dir / f"{Path(png_name).stem}_labels.png"))
+            if "instances" in outputs:
+                for r in instances_to_coco_json(outputs["instances"].to("cpu"), image_id):
+                    r["file_name"] = str(path)
+                    r["category_id"] = dataset_ids.get(r["category_id"], r["category_id"] + 1)
+                    results.append(r)
     if not written:
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise GrapeInputError(f"no image could be drawn: {skipped[0]}{more}")
