@@ -38,9 +38,14 @@ def tiny_training_opts(synth_root: Path, output_dir: Path, max_iter: int = 4) ->
     ]
 
 
+def tool_env() -> dict[str, str]:
+    """The environment tools run in: this one, with 2 OpenMP threads unless set."""
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+
 def run_tool(script: str, *args: str, timeout: int = 300, check: bool = False):
     """Run ``tools/<script>`` with the test interpreter; returns the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = tool_env()
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / script), *args],
         capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
@@ -74,8 +79,7 @@ def run_tool_with_usage(script: str, *args: str, timeout: int = 300
     session ran before counts."""
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak"
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-               "PEAK_FILE": str(peak_file)}
+        env = {**tool_env(), "PEAK_FILE": str(peak_file)}
         with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _PEAK_WRAPPER, str(REPO / "tools" / script), *args],

@@ -13,7 +13,7 @@ import argparse
 import os
 
 from grape_instances.core.errors import exit_on_user_error
-from grape_instances.core.fileio import write_json_atomic
+from grape_instances.core.fileio import atomic_open, write_json_atomic
 from grape_instances.experiments.fragments import score_settings, settings_table
 from grape_instances.experiments.real import DEFAULT_ROOT, REAL_CONFIG, real_config
 
@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     rows = score_settings(cfg, args.weights, "wgisd_val", args.containment, args.score)
     table = settings_table(rows)
     write_json_atomic(os.path.join(out, "fp_kinds.json"), rows, indent=2, nan_as_null=True)
-    with open(os.path.join(out, "fp_kinds.md"), "w") as f:
+    with atomic_open(os.path.join(out, "fp_kinds.md")) as f:
         f.write(table + "\n")
     print(table)
 

@@ -29,16 +29,6 @@ ACCURACY_COLUMNS = [
 ]
 
 
-def photo_rles(outputs: dict, image_id: int, category_ids: list[int]) -> list[dict]:
-    """COCO results of one photo (segmentation as RLE with str counts, like the results file)."""
-    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-
-    results = instances_to_coco_json(outputs["instances"], image_id)
-    for r in results:
-        r["category_id"] = category_ids[r["category_id"]]
-    return results
-
-
 def segm_ap(coco: COCO, results: list[dict]) -> tuple[float, float]:
     """(segm AP, AP50) in points; 0 when there is no detection at all. ``results`` are not
     changed (pycocotools' ``loadRes`` adds keys to the dicts it is given)."""
@@ -87,7 +77,8 @@ def runtime_accuracy(config: str, coco_json: str | os.PathLike, image_root: str 
                      score_thresh: float = 0.5, workers: int = 1,
                      log=print) -> list[dict]:
     """One row per runtime (the first is the reference the others are matched against)."""
-    from ..inference.batch import iter_predictions
+    from ..core.errors import GrapeInputError
+    from ..inference.batch import iter_predictions, photo_results
     from ..inference.predictor import prediction_config
     from ..inference.runtime import build_runtime
 
@@ -103,9 +94,11 @@ def runtime_accuracy(config: str, coco_json: str | os.PathLike, image_root: str 
         per_photo: dict[int, list[dict]] = {}
         for pred in iter_predictions(runtime, paths, workers=workers, keep_image=False):
             if pred.outputs is None:
-                raise RuntimeError(f"{pred.path}: {pred.error}")
+                raise GrapeInputError(pred.error)  # names the photo
             image_id = images[pred.index]["id"]
-            per_photo[image_id] = photo_rles(pred.outputs, image_id, runtime.category_ids)
+            # predict.py's own results entries, under the COCO file's image id
+            per_photo[image_id] = [{**r, "image_id": image_id} for r in photo_results(
+                pred, images[pred.index]["file_name"], runtime)]
         ap, ap50 = segm_ap(coco, [r for rs in per_photo.values() for r in rs])
         reference = reference if reference is not None else per_photo
         rows.append({"runtime": name, "segm_AP": ap, "segm_AP50": ap50,
