@@ -218,3 +218,16 @@ def test_the_photo_loader_runs_in_a_process_that_used_opencv_threads(tmp_path):
         pytest.fail("the photo loader hung: a forked worker waits for ever")
     assert proc.returncode == 0, err[-2000:]
     assert out.strip() == "[[20, 30], [21, 30], [22, 30]]"
+
+
+def test_loader_workers_default_to_none_on_cpu_and_two_on_a_gpu():
+    """On a CPU the model's threads take every core and a decoding worker only competes with
+    them (README "Predict a season"); a GPU leaves the CPU free to decode ahead."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from grape_instances.inference.batch import default_workers
+
+    assert default_workers(SimpleNamespace(device=torch.device("cpu"))) == 0
+    assert default_workers(SimpleNamespace(device=torch.device("cuda", 0))) == 2

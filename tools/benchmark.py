@@ -47,7 +47,8 @@ def main(argv=None) -> None:
                    help="photos to predict (shrunk to --predict-width px wide)")
     g.add_argument("--predict-count", type=int, default=24)
     g.add_argument("--predict-width", type=int, default=1024)
-    g.add_argument("--predict-workers", type=int, default=1)
+    g.add_argument("--predict-workers", type=int, default=None,
+                   help="loader workers (default: as tools/predict.py)")
     g.add_argument("--runtimes", default="eager,torchscript,onnx,openvino,openvino_int8")
     g.add_argument("--calibration", default=None,
                    help="int8 calibration photos (default: --predict-photos)")

@@ -41,8 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of the bunches kept")
     add_prediction_args(p, runtime=True)
-    p.add_argument("--workers", type=int, default=2,
-                   help="data loader processes decoding photos ahead of the model")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes decoding photos ahead of the model (default: 2 "
+                        "on a GPU, none on a CPU, where the model's threads take every core)")
     p.add_argument("--shard-size", type=int, default=32,
                    help="photos per resumable shard")
     p.add_argument("--threads", type=int, default=None,

@@ -4,8 +4,8 @@ Each row runs :func:`grape_instances.inference.batch.predict_folder` (decode -> 
 post-processing -> results file) over the same photos in a fresh spawned process (a clean
 peak-memory reading), one runtime after another: eager PyTorch and the exported TorchScript,
 ONNX Runtime, OpenVINO (f32, int8) models. Reported per photo: wall time, and the split
-decode / model / post / write (decode runs in the loader worker, overlapping the model, so
-the parts can sum to more than the wall time), CPU-seconds of the process and its workers,
+decode / model / post / write (with loader workers, decoding overlaps the model, so the
+parts can sum to more than the wall time), CPU-seconds of the process and its workers,
 and the peak resident memory of the predicting process.
 """
 
@@ -40,7 +40,7 @@ class PredictBenchSpec:
     runtime: str = "eager"
     exported: str | None = None
     threads: int = 2
-    workers: int = 1
+    workers: int | None = None  # None: batch.default_workers
     opts: list[str] = field(default_factory=list)
 
 
@@ -116,7 +116,8 @@ def run_processes_row(spec: PredictBenchSpec, processes: int, threads: int) -> d
     with tempfile.TemporaryDirectory(prefix="predict_bench.") as tmp:
         cmd = [sys.executable, str(repo / "tools" / "predict.py"), "--config-file", spec.config,
                "--input", spec.photos, "--output", str(Path(tmp) / "out"), "--no-progress",
-               "--threads", str(threads), "--workers", str(spec.workers),
+               "--threads", str(threads),
+               *(["--workers", str(spec.workers)] if spec.workers is not None else []),
                "--num-gpus", str(processes), "MODEL.WEIGHTS", spec.weights, *spec.opts]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         cpu0 = _cpu(resource.RUSAGE_CHILDREN)
@@ -151,7 +152,7 @@ def export_all(config: str, weights: str, export_dir: str, calibration: str | No
 
 
 def predict_rows(config: str, weights: str, photos_src: str, work_dir: str | os.PathLike, *,
-                 runtimes: list[str], count: int, width: int, threads: int, workers: int,
+                 runtimes: list[str], count: int, width: int, threads: int, workers: int | None,
                  opts: list[str], calibration: str | None, processes_table: bool,
                  log=print) -> list[dict]:
     """Shrink ``count`` photos to ``width`` px, export the model for every runtime asked
