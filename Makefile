@@ -12,7 +12,7 @@ DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
 .PHONY: install test test-fast demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
-        count-demo row-eval \
+        count-demo row-eval install-peers peer-real \
         auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh help
 
 install: $(STAMP)
@@ -26,6 +26,8 @@ Targets (each installs what it needs first; variables in CAPITALS):
   lint               ruff over the package, tools and tests
   demo               synthesize, train Mask R-CNN on CPU, evaluate, draw (~7 min)
   real               the CPU recipe on the shared WGISD photos (~45 min)
+  install-peers      the optional Ultralytics extra (AGPL-3.0) for peer-real
+  peer-real          the recipe against YOLO11n/s-seg at equal CPU time (after real)
   pretrain-ablation  synthetic vineyard rows first vs random weights, same CPU time
   weigh              sizes and weights from masks and depth on the Dataset-4 twin
   bench              speed and memory of models and converters -> bench/benchmark.json
@@ -204,6 +206,28 @@ REAL_ROOT ?= ../shared/real-data/wgisd-train
 REAL_OUT ?= output/real
 real: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/real.py --root "$(REAL_ROOT)" --output-dir "$(REAL_OUT)" $(REAL_ARGS)
+
+# The optional peer of `make peer-real`: Ultralytics (AGPL-3.0), installed without its
+# dependencies (they would replace numpy 1.26 and opencv-python-headless); its few missing
+# ones are pinned in requirements-peers.txt. The package and its tests never import it.
+PEERS_STAMP := $(VENV)/.peers-installed
+install-peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): requirements-peers.txt | $(STAMP)
+	$(PIP) install -q --no-deps -r requirements-peers.txt
+	$(PY) -c "import ultralytics, polars, thop; print('ultralytics', ultralytics.__version__)"
+	touch $@
+
+# The recipe of `make real` (its weights and training time in REAL_OUT, its split in
+# REAL_DATA) against YOLO11n-seg and YOLO11s-seg trained from their YAML for the same time;
+# both scored by the project's evaluators on the validation part and timed at 1024 px.
+# PEER_ARGS e.g. "--budget-minutes 40" (2 trainings of that length, plus ~5 min).
+REAL_DATA ?= datasets/real
+PEER_OUT ?= output/peer_real
+peer-real: $(PEERS_STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/peer_real.py --root "$(REAL_ROOT)" \
+	    --data-dir "$(REAL_DATA)" --recipe-dir "$(REAL_OUT)" --output-dir "$(PEER_OUT)" \
+	    --threads $(THREADS) $(PEER_ARGS)
 
 # Pretrain on synthetic photo-like vineyard rows, then fine-tune, against the scratch run of
 # `make real` at the same total CPU time (trains that first when REAL_OUT has none; ~50 min).

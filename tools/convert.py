@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Convert annotations (VIA, labelme, edge detection, GrapesNet, WGISD) into COCO JSON.
+"""Convert annotations (VIA, labelme, edge detection, GrapesNet, WGISD) into COCO JSON, and
+COCO into a YOLO segmentation dataset.
 
     python tools/convert.py via --via project.json --images DIR --out train.json
     python tools/convert.py labelme --input DIR --out train.json [--root IMAGES]
@@ -11,6 +12,8 @@
     python tools/convert.py wgisd --root wgisd --out-dir DIR [--boxes-json]
     python tools/convert.py from-predictions --predictions VIS/coco_results.json
         --images DIR --via-out project.json [--labelme-out DIR] [--coco val.json]
+    python tools/convert.py yolo --train train.json [--val val.json] --images DIR
+        --out-dir yolo_data [--copy]        (COCO -> Ultralytics YOLO-seg dataset)
 
 Outputs are written whole or not at all, and refused if they exist, unless --overwrite.
 """
@@ -331,6 +334,39 @@ def add_wgisd_parser(subparsers) -> None:
     p.set_defaults(target="grape_instances.convert.wgisd:convert_wgisd")
 
 
+def add_yolo_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "yolo", help="COCO JSON (per split) -> YOLO segmentation dataset (Ultralytics)"
+    )
+    p.add_argument("--train", dest="train_json", metavar="JSON", required=True,
+                   help="COCO JSON of the training images")
+    p.add_argument("--val", dest="val_json", metavar="JSON",
+                   help="COCO JSON of the validation images (default: data.yaml's val is train)")
+    p.add_argument("--test", dest="test_json", metavar="JSON", help="COCO JSON of test images")
+    p.add_argument(
+        "--images",
+        dest="images_dir",
+        metavar="IMAGES",
+        required=True,
+        help="image root the file names of every JSON are relative to",
+    )
+    p.add_argument("--out-dir", required=True,
+                   help="dataset folder to write: images/, labels/, data.yaml")
+    p.add_argument("--copy", dest="copy_images", action="store_true",
+                   help="copy the photos instead of symlinking them")
+    p.add_argument(
+        "--simplify",
+        type=float,
+        default=argparse.SUPPRESS,  # the package's DEFAULT_SIMPLIFY
+        metavar="PX",
+        help="outline tolerance in pixels (default 1; 0: every boundary pixel)",
+    )
+    add_image_limit_arg(p)
+    add_strict_images_arg(p)
+    add_writer_args(p)
+    p.set_defaults(target="grape_instances.convert.yolo:convert_yolo")
+
+
 def validate(**kwargs: Any) -> None:
     """``validate``: print the report; exit 1 when the JSON is invalid."""
     from grape_instances.convert.validate import validate_coco_file
@@ -371,6 +407,7 @@ SUBCOMMANDS = [
     add_edges_parser,
     add_grapesnet_parser,
     add_wgisd_parser,
+    add_yolo_parser,
 ]
 
 

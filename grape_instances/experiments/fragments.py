@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterable, Sequence
 
 import torch
 from detectron2.evaluation import inference_context
@@ -32,30 +33,49 @@ def score_settings(cfg, weights: str, dataset: str, containment: list[float],
     model = Trainer.build_model(cfg)
     GrapeCheckpointer(model).load(weights)
     loader = Trainer.build_test_loader(cfg, dataset)
+    seconds = 0.0
+
+    def batches():
+        nonlocal seconds
+        with inference_context(model), torch.no_grad():
+            for inputs in loader:
+                t0 = time.perf_counter()
+                outputs = model(inputs)
+                seconds += time.perf_counter() - t0
+                yield inputs, [{"instances": o["instances"].to("cpu")} for o in outputs]
+
+    rows = score_outputs(dataset, batches(), containment, score_threshs,
+                         tuple(cfg.TEST.F1_IOU_THRESHOLDS))
+    logger.info("inference: %.1f s for %d photos", seconds, len(loader))
+    return rows
+
+
+def score_outputs(dataset: str, batches: Iterable[tuple[list[dict], list[dict]]],
+                  containment: list[float], score_threshs: list[float],
+                  iou_thresholds: Sequence[float] = (0.3, 0.5, 0.8)) -> list[dict]:
+    """The rows of :func:`score_settings` for any model's outputs: ``batches`` yields
+    Detectron2 ``(inputs, outputs)`` pairs (``file_name``, ``image_id``, ``height``, ``width``
+    of photos of the registered ``dataset``; ``{"instances": ...}`` on the CPU, classes
+    contiguous), scored by the project's evaluators (COCO AP through pycocotools, instance
+    P / R / F1, count error, false positives by kind)."""
     coco = {t: LoadedImagesCOCOEvaluator(dataset, output_dir=None,
                                          use_fast_impl=compiled_ops_available())
             for t in containment}
     per_score = {
-        (t, s): (InstanceF1Evaluator(dataset, s, tuple(cfg.TEST.F1_IOU_THRESHOLDS), False),
+        (t, s): (InstanceF1Evaluator(dataset, s, tuple(iou_thresholds), False),
                  CountEvaluator(dataset, s, distributed=False),
                  FalsePositiveKindsEvaluator(dataset, s, distributed=False))
         for t in containment for s in score_threshs
     }
     for ev in [*coco.values(), *(e for group in per_score.values() for e in group)]:
         ev.reset()
-    seconds = 0.0
-    with inference_context(model), torch.no_grad():
-        for inputs in loader:
-            t0 = time.perf_counter()
-            outputs = model(inputs)
-            seconds += time.perf_counter() - t0
-            for t in containment:
-                filtered = [{"instances": drop_contained(o["instances"].to("cpu"), t)}
-                            for o in outputs]
-                coco[t].process(inputs, copy.deepcopy(filtered))
-                for s in score_threshs:
-                    for ev in per_score[(t, s)]:
-                        ev.process(inputs, filtered)
+    for inputs, outputs in batches:
+        for t in containment:
+            filtered = [{"instances": drop_contained(o["instances"], t)} for o in outputs]
+            coco[t].process(inputs, copy.deepcopy(filtered))
+            for s in score_threshs:
+                for ev in per_score[(t, s)]:
+                    ev.process(inputs, filtered)
     rows = []
     for t in containment:
         ap = coco[t].evaluate()
@@ -64,7 +84,6 @@ def score_settings(cfg, weights: str, dataset: str, containment: list[float],
             rows.append({"containment": t, "score": s,
                          "segm": dict(ap.get("segm", {})), "bbox": dict(ap.get("bbox", {})),
                          **f1, **count, **kinds})
-    logger.info("inference: %.1f s for %d photos", seconds, len(loader))
     return rows
 
 

@@ -42,6 +42,8 @@ class PredictBenchSpec:
     threads: int = 2
     workers: int | None = None  # None: batch.default_workers
     opts: list[str] = field(default_factory=list)
+    #: photos predicted once before the timed run (lazy set-up and first-call costs left out)
+    warmup: int = 0
 
 
 def shrink_photos(src: str | os.PathLike, dst: str | os.PathLike, width: int = 1024,
@@ -83,6 +85,9 @@ def _run_one(spec: PredictBenchSpec) -> dict:
     runtime = build_runtime(cfg, spec.runtime, spec.exported)
     photos = list_photos(spec.photos)
     with tempfile.TemporaryDirectory(prefix="predict_bench.") as tmp:
+        if spec.warmup:
+            predict_folder(runtime, spec.photos, photos[:spec.warmup], Path(tmp) / "warmup",
+                           BatchOptions(workers=0, shard_size=16, progress=False))
         cpu0 = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         summary = predict_folder(runtime, spec.photos, photos, Path(tmp) / "out", BatchOptions(
