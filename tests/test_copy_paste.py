@@ -15,7 +15,7 @@ from grape_instances.core.errors import GrapeInputError
 from grape_instances.data.build import build_config
 from grape_instances.data.copy_paste import CopyPaste, mask_boxes
 from grape_instances.data.mappers import CopyPasteMapper, build_grape_mapper
-from tests.helpers import DEMO_CONFIG, REPO, tiny_training_opts
+from tests.helpers import DEMO_CONFIG, REPO, run_tool, tiny_training_opts
 
 REAL_CONFIG = str(REPO / "configs" / "mask_rcnn_grapes_cpu_real.yaml")
 TARGET_BGR = (10, 20, 30)
@@ -286,3 +286,17 @@ def test_mapper_output_trains_a_tiny_mask_rcnn(tiny_synth, tmp_path, monkeypatch
     total = sum(losses.values())
     assert torch.isfinite(total) and losses["loss_mask"] > 0
     total.backward()
+
+
+def test_the_tool_draws_training_crops(tiny_synth, tmp_path):
+    out = tmp_path / "crops"
+    opts = tiny_training_opts(tiny_synth, tmp_path / "run")
+    proc = run_tool("training_crops.py", "--config-file", DEMO_CONFIG, "--output", str(out),
+                    "--count", "3", *opts, "INPUT.COPY_PASTE.ENABLED", "True",
+                    "INPUT.COPY_PASTE.PROB", "1.0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["crop_00.png", "crop_01.png", "crop_02.png"]
+    image = cv2.imread(str(out / names[0]))
+    # the pasted bunches' magenta outlines are drawn
+    assert ((image == (230, 60, 230)).all(axis=2)).sum() > 20
