@@ -72,6 +72,22 @@ def _add_augmentation_config(cfg: CN) -> None:
     # instead of being taught as a whole bunch: a piece of a bunch labelled "bunch" teaches
     # the model to find fragments. 0 keeps every piece (Detectron2's behaviour).
     cfg.INPUT.SCALE_CROP.MIN_VISIBLE = 0.0
+    # Copy-paste augmentation (Ghiasi et al., "Simple Copy-Paste", CVPR 2021;
+    # grape_instances.data.copy_paste): after a training image's own augmentation, with
+    # probability PROB, 1 to MAX_OBJECTS bunches cut by their masks out of another random
+    # training photo (at the same working scale, x a factor drawn from SCALE_RANGE, own flip
+    # and light jitter) are pasted at random places of the window. Bunches they cover lose
+    # those pixels, and drop out below INPUT.SCALE_CROP.MIN_VISIBLE of their area (all of it
+    # covered without SCALE_CROP); that image's masks become bitmasks. Instance models with
+    # masks only, no depth input.
+    cfg.INPUT.COPY_PASTE = CN()
+    cfg.INPUT.COPY_PASTE.ENABLED = False
+    cfg.INPUT.COPY_PASTE.PROB = 0.5
+    cfg.INPUT.COPY_PASTE.MAX_OBJECTS = 6
+    cfg.INPUT.COPY_PASTE.SCALE_RANGE = (0.8, 1.25)
+    # Gaussian sigma (px) of the pasted bunch's alpha edge; 0 = a hard cut (the paper found
+    # blending makes no difference).
+    cfg.INPUT.COPY_PASTE.BLUR_SIGMA = 0.0
 
 
 def _add_depth_config(cfg: CN) -> None:

@@ -22,6 +22,7 @@ from ..core.config import add_grape_config, is_semantic_model
 from ..core.depth import UndecodableDepthError, read_depth
 from ..core.errors import GrapeInputError
 from ..core.images import UndecodableImageError, read_image_size
+from .copy_paste import check_copy_paste_config
 from .datasets import check_datasets_exist, check_same_categories, dataset_thing_classes
 from .depth import check_depth_config, check_depth_files
 from .semantic import semantic_view_for_config, stuff_classes_for
@@ -58,6 +59,7 @@ def build_config(
     elif note:
         logger.info(note)
     check_depth_config(cfg)
+    check_copy_paste_config(cfg)
     cfg.freeze()
     return cfg
 

@@ -13,6 +13,7 @@ from detectron2.structures import BoxMode
 from ..core.depth import read_depth
 from ..core.errors import GrapeInputError
 from ..core.masks import segmentation_to_mask
+from .copy_paste import CopyPaste, check_copy_paste_config
 from .depth import check_depth_config, stack_depth, transform_depth
 from .scaled_cache import FixedSizeCropAnywhere, polygons_area
 
@@ -72,19 +73,45 @@ def scale_crop_augmentation(cfg) -> list[T.Augmentation]:
     return augs
 
 
-def build_grape_mapper(cfg, is_train: bool) -> DatasetMapper:
+def build_grape_mapper(cfg, is_train: bool, records: list[dict] | None = None
+                       ) -> DatasetMapper:
     """Detectron2's DatasetMapper with the project's augmentations: it maps instance records
     (masks) and semantic-view records (``sem_seg_file_name``) alike, and skips images that
     cannot be decoded (see SkipUndecodableMapper); with ``INPUT.DEPTH.ENABLED`` it also
-    stacks each record's depth image as a fourth channel (RGBDMapper)."""
+    stacks each record's depth image as a fourth channel (RGBDMapper).
+
+    Training with ``INPUT.COPY_PASTE.ENABLED`` pastes bunches of the training ``records``
+    (the list the loader maps, which the caller passes) into each other (CopyPasteMapper)."""
     check_depth_config(cfg)
+    check_copy_paste_config(cfg)
     augmentations = build_grape_augmentation(cfg, is_train)
     if cfg.INPUT.DEPTH.ENABLED:
         return RGBDMapper(
             cfg, is_train, augmentations=augmentations, max_depth_mm=cfg.INPUT.DEPTH.MAX_MM
         )
+    min_visible = min_visible_fraction(cfg, is_train)
+    if is_train and cfg.INPUT.COPY_PASTE.ENABLED:
+        if records is None:
+            raise ValueError("INPUT.COPY_PASTE.ENABLED: build_grape_mapper needs the training "
+                             "records to paste bunches from")
+        cp = cfg.INPUT.COPY_PASTE
+        sc = cfg.INPUT.SCALE_CROP
+        copy_paste = CopyPaste(
+            records, max_objects=cp.MAX_OBJECTS, scale_range=cp.SCALE_RANGE,
+            blur_sigma=cp.BLUR_SIGMA, min_visible=min_visible,
+            reference_hw=tuple(sc.TARGET_SIZE) if sc.ENABLED else (1, 1),
+            photometric=[a for a in augmentations if isinstance(a, PHOTOMETRIC_AUGMENTATIONS)],
+            flip=cfg.INPUT.RANDOM_FLIP, image_format=cfg.INPUT.FORMAT,
+        )
+        return CopyPasteMapper(cfg, is_train, augmentations=augmentations,
+                               min_visible=min_visible, copy_paste=copy_paste,
+                               prob=cp.PROB)
     return SkipUndecodableMapper(cfg, is_train, augmentations=augmentations,
-                                 min_visible=min_visible_fraction(cfg, is_train))
+                                 min_visible=min_visible)
+
+
+#: The colour jitter of build_grape_augmentation, drawn anew for each pasted bunch.
+PHOTOMETRIC_AUGMENTATIONS = (T.RandomBrightness, T.RandomContrast, T.RandomSaturation)
 
 
 def min_visible_fraction(cfg, is_train: bool) -> float:
@@ -144,17 +171,25 @@ class SkipUndecodableMapper(DatasetMapper):
         self.undecodable: set[str] = set()
         self.min_visible = float(min_visible)
 
+    def _drop_cut_annotations(self, dataset_dict, transforms, image_shape) -> np.ndarray:
+        """Drop from ``dataset_dict`` the bunches the crop cut to less than ``min_visible``
+        of their area (INPUT.SCALE_CROP.MIN_VISIBLE); returns the visible fractions of the
+        annotations kept (all 1 when ``min_visible`` is 0: nothing is measured)."""
+        annotations = dataset_dict.get("annotations", [])
+        if not (self.min_visible > 0 and annotations):
+            return np.ones(len(annotations))
+        fractions = visible_fractions(annotations, transforms, dataset_dict["height"],
+                                      dataset_dict["width"], image_shape)
+        keep = (fractions >= self.min_visible) | (fractions <= 0)  # wholly outside:
+        dataset_dict["annotations"] = [  # Detectron2 drops it
+            a for a, k in zip(annotations, keep, strict=True) if k
+        ]
+        return fractions[keep]
+
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         """Detectron2's, after dropping the bunches the crop cut to less than
         ``min_visible`` of their area (INPUT.SCALE_CROP.MIN_VISIBLE)."""
-        annotations = dataset_dict.get("annotations", [])
-        if self.min_visible > 0 and annotations:
-            fractions = visible_fractions(annotations, transforms, dataset_dict["height"],
-                                          dataset_dict["width"], image_shape)
-            dataset_dict["annotations"] = [
-                a for a, f in zip(annotations, fractions, strict=True)
-                if f >= self.min_visible or f <= 0  # wholly outside: Detectron2 drops it
-            ]
+        self._drop_cut_annotations(dataset_dict, transforms, image_shape)
         super()._transform_annotations(dataset_dict, transforms, image_shape)
 
     def __call__(self, dataset_dict: dict) -> dict | None:
@@ -181,6 +216,66 @@ class RecordingAugmentationList(T.AugmentationList):
     def __call__(self, aug_input) -> T.TransformList:
         self.last_transforms = super().__call__(aug_input)
         return self.last_transforms
+
+
+class CopyPasteMapper(SkipUndecodableMapper):
+    """SkipUndecodableMapper that, after the image's own augmentation and with probability
+    ``prob``, pastes bunches of another training record into it (data.copy_paste: the design
+    and its reasons are there). An image without a paste is exactly SkipUndecodableMapper's:
+    the same random draws in the same order, no draw at all when ``prob`` is 0.
+
+    ``last_pasted`` is the number of pasted bunches in the last output (the last instances),
+    for pictures of what the augmentation does (data.preview)."""
+
+    def __init__(self, *args, copy_paste: CopyPaste, prob: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.copy_paste = copy_paste
+        self.prob = float(prob)
+        self.augmentations = RecordingAugmentationList(self.augmentations.augs)
+        self._crop_visible: np.ndarray | None = None
+        self.last_pasted = 0
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        """SkipUndecodableMapper's (Detectron2's steps of DatasetMapper._transform_annotations,
+        0.6, written out), keeping each instance's visible fraction for the paste's rule."""
+        fractions = self._drop_cut_annotations(dataset_dict, transforms, image_shape)
+        annotations = dataset_dict.pop("annotations")
+        for anno in annotations:
+            if not self.use_instance_mask:
+                anno.pop("segmentation", None)
+            if not self.use_keypoint:
+                anno.pop("keypoints", None)
+        crowd = np.array([a.get("iscrowd", 0) != 0 for a in annotations], bool)
+        annos = [
+            utils.transform_instance_annotations(
+                obj, transforms, image_shape, keypoint_hflip_indices=self.keypoint_hflip_indices
+            )
+            for obj, is_crowd in zip(annotations, crowd, strict=True) if not is_crowd
+        ]
+        instances = utils.annotations_to_instances(
+            annos, image_shape, mask_format=self.instance_mask_format
+        )
+        if self.recompute_boxes:
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        instances, kept = utils.filter_empty_instances(instances, return_mask=True)
+        dataset_dict["instances"] = instances
+        self._crop_visible = np.asarray(fractions, np.float64)[~crowd][kept.numpy()]
+
+    def __call__(self, dataset_dict: dict) -> dict | None:
+        self._crop_visible = None
+        self.last_pasted = 0
+        mapped = super().__call__(dataset_dict)
+        if mapped is None or "instances" not in mapped or self.prob <= 0 \
+                or np.random.rand() >= self.prob:
+            return mapped
+        pasted = self.copy_paste(
+            mapped["image"].permute(1, 2, 0).numpy(),  # a view: pasted into in place
+            mapped["instances"], self._crop_visible, (mapped["height"], mapped["width"]),
+            self.augmentations.last_transforms, mapped["file_name"],
+        )
+        if pasted is not None:
+            mapped["instances"], self.last_pasted = pasted
+        return mapped
 
 
 class RGBDMapper(SkipUndecodableMapper):

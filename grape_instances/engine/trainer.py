@@ -152,7 +152,7 @@ class Trainer(DefaultTrainer):
         if not is_semantic_model(cfg):
             dicts = training_records_for_config(cfg, dicts)
         return build_detection_train_loader(
-            cfg, dataset=dicts, mapper=build_grape_mapper(cfg, is_train=True)
+            cfg, dataset=dicts, mapper=build_grape_mapper(cfg, is_train=True, records=dicts)
         )
 
     @classmethod
