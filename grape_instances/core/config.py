@@ -153,6 +153,9 @@ def _add_evaluation_config(cfg: CN) -> None:
     # piece of a bunch inside the whole bunch, and the count goes up by one per piece.
     # Applied by the predictor and in evaluation (AP, P / R / F1, count); 0 = off.
     cfg.TEST.CONTAINMENT_THRESH = 0.0
+    # Test-time augmentation of instance models (inference.wrap): Detectron2's own keys,
+    # TEST.AUG.ENABLED / MIN_SIZES / MAX_SIZE / FLIP, run by its GeneralizedRCNNWithTTA on the
+    # test-resized image (MIN_SIZES are short sides, as INPUT.MIN_SIZE_TEST). Off by default.
     # Instance P / R / F1 (Santos et al. 2020): only predictions scoring at least this count.
     cfg.TEST.F1_SCORE_THRESH = 0.5
     # Mask IoU thresholds of the one-to-one matching behind P / R / F1 (WGISD paper Table 3).

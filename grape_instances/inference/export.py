@@ -147,6 +147,10 @@ def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,
         raise GrapeInputError("--int8 needs --calibration DIR (training photos)")
     if is_semantic_model(cfg) or cfg.INPUT.DEPTH.ENABLED:
         raise GrapeInputError("export_model exports RGB instance models (Mask R-CNN)")
+    if cfg.TEST.AUG.ENABLED:
+        raise GrapeInputError("TEST.AUG.ENABLED: an exported model runs without test-time "
+                              "augmentation; export with TEST.AUG.ENABLED False and predict "
+                              "with TTA on the eager model (--runtime eager)")
     if cfg.MODEL.DEVICE != "cpu":
         cfg = cfg.clone()
         cfg.defrost()

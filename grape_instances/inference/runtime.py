@@ -290,6 +290,10 @@ def exported_runtime(cfg: CfgNode, runtime: str, export_dir: str | os.PathLike) 
     as the eager model."""
     if runtime not in BACKENDS:
         raise GrapeInputError(f"--runtime {runtime}: one of {', '.join(RUNTIMES)}")
+    if cfg.TEST.AUG.ENABLED:
+        raise GrapeInputError(f"--runtime {runtime}: an exported model runs without test-time "
+                              "augmentation (TEST.AUG.ENABLED needs the eager model's heads); "
+                              "use --runtime eager or set TEST.AUG.ENABLED False")
     check_installed(runtime)
     info = read_export_info(export_dir)
     check_export_matches(cfg, info, export_dir)
