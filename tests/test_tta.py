@@ -140,3 +140,26 @@ def test_semantic_model_with_tta_is_one_line():
     with pytest.raises(GrapeInputError, match="instance models"):
         inference_model(cfg, torch.nn.Identity())
 
+
+def test_score_settings_scores_the_plain_model_and_tta_side_by_side(trained_model, tiny_synth,
+                                                                    tmp_path):
+    """tools/fp_kinds.py's scoring: one row per inference variant, the same metrics and the
+    seconds per photo of each; TTA's four passes cost more CPU than the plain one."""
+    from grape_instances.data.datasets import register_from_config
+    from grape_instances.experiments.fragments import score_settings, settings_table
+    from tests.helpers import tiny_training_opts
+
+    cfg = build_config(DEMO_CONFIG, [*tiny_training_opts(tiny_synth, tmp_path),
+                                     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05"])
+    register_from_config(cfg)
+    rows = score_settings(cfg, str(trained_model), "grapes_synth_val", [0.0], [0.5],
+                          [("plain", []), ("tta", TTA)])
+    assert [r["variant"] for r in rows] == ["plain", "tta"]
+    assert all(r["photos"] == 4 and "AP" in r["segm"] and "F1@50" in r["instance"]
+               for r in rows)
+    assert rows[1]["cpu_s_per_photo"] > rows[0]["cpu_s_per_photo"] > 0
+    table = settings_table(rows)
+    assert "| tta " in table and "s/photo" in table
+    with pytest.raises(GrapeInputError, match="--variant"):
+        score_settings(cfg, str(trained_model), "grapes_synth_val", [0.0], [0.5],
+                       [("bad", ["TEST.AUG.NO_SUCH_KEY", "1"])])
