@@ -43,7 +43,12 @@ RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "openvino_int
 
 def model_signature(cfg: CfgNode) -> dict[str, str]:
     """The config values an exported graph bakes in (every ``MODEL.*`` key but the weights,
-    the device and the score threshold, plus the input format), as strings."""
+    the device and the score threshold, plus the input format), as strings. PointRend's keys
+    are left out: only its mask heads read them, and those are not exported (export.py), so
+    exports written before the keys existed still match."""
+    from ..core.config import pointrend_config_keys
+
+    ignored = set(MODEL_KEYS_IGNORED) | pointrend_config_keys()
     flat: dict[str, str] = {}  # also TEST.DETECTIONS_PER_IMAGE: the top-k is in the graph
 
     def walk(node, prefix: str) -> None:
@@ -52,7 +57,7 @@ def model_signature(cfg: CfgNode) -> dict[str, str]:
             name = f"{prefix}.{key}" if prefix else key
             if isinstance(value, CfgNode):
                 walk(value, name)
-            elif name not in MODEL_KEYS_IGNORED:
+            elif name not in ignored:
                 flat[name] = repr(value)
 
     walk(cfg.MODEL, "MODEL")
