@@ -51,14 +51,19 @@ def test_tta_runs_every_size_and_flip_and_returns_masks_at_the_photo_size():
     wrapped = inference_model(cfg, model)
     assert isinstance(wrapped, TTAModel) and not wrapped.training
     seen = record_images(model)
+    backbone_runs = []
+    model.backbone.bottom_up.register_forward_hook(
+        lambda module, args, output: backbone_runs.append(tuple(args[0].shape)))
     image = photo()
     with torch.no_grad():
         out = wrapped([{"image": image, "height": 150, "width": 200}])[0]["instances"]
     assert out.image_size == (150, 200) and len(out) > 0
     assert out.pred_masks.shape == (len(out), 150, 200) and out.pred_masks.dtype == torch.bool
     assert (out.pred_boxes.tensor[:, 2] <= 200).all() and (out.pred_boxes.tensor[:, 3] <= 150).all()
-    # 2 sizes x (plain, flipped), once for the boxes and once for the masks
+    # 2 sizes x (plain, flipped), once for the boxes and once for the masks; the backbone
+    # runs in the box pass only (batches of 3: two runs), the mask pass reuses its features
     assert len(seen) == 8
+    assert len(backbone_runs) == 2
     sizes = sorted({tuple(s.shape[-2:]) for s in seen})
     assert sizes == [(72, 96), (96, 128)]
     full = [s for s in seen if s.shape[-2:] == (96, 128)]
@@ -81,6 +86,21 @@ def test_tta_of_one_size_without_flips_is_the_plain_model():
     assert torch.allclose(tta.pred_boxes.tensor[order], plain.pred_boxes.tensor, atol=1e-3)
     agree = (tta.pred_masks[order] == plain.pred_masks).float().mean()
     assert agree > 0.999
+
+
+def test_tta_reusing_the_box_pass_features_gives_detectron2s_tta():
+    from detectron2.modeling.test_time_augmentation import GeneralizedRCNNWithTTA
+
+    cfg, model = tiny_model(*TTA)
+    # uint8, as the evaluation loader gives it (float images are resized as uint8 here)
+    inputs = [{"image": photo().to(torch.uint8), "height": 150, "width": 200}]
+    with torch.no_grad():
+        ours = inference_model(cfg, model)(inputs)[0]["instances"]
+        stock = GeneralizedRCNNWithTTA(cfg, model)(inputs)[0]["instances"]
+    assert len(ours) == len(stock) > 0
+    assert torch.equal(ours.scores, stock.scores)
+    assert torch.allclose(ours.pred_boxes.tensor, stock.pred_boxes.tensor)
+    assert torch.equal(ours.pred_masks, stock.pred_masks)
 
 
 def test_predictor_and_evaluation_use_tta_inside_the_containment_rule(monkeypatch):

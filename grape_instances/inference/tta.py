@@ -7,6 +7,8 @@ flipped too with ``TEST.AUG.FLIP``: ``len(MIN_SIZES) x 2`` passes of the backbon
 all passes are merged by class-wise NMS (``MODEL.ROI_HEADS.NMS_THRESH_TEST``, top
 ``TEST.DETECTIONS_PER_IMAGE``); the mask head then runs on the merged boxes in every pass and
 the mask probabilities are averaged (flipped back) before they are pasted at the photo's size.
+Detectron2 runs the backbone again for that mask pass; here each pass's features are kept
+from the box pass and reused (the same numbers, half the backbone passes).
 
 The sizes resize the image the model is given, i.e. the photo after the test-time resize
 (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), as in Detectron2's ``train_net.py``: a size
@@ -19,6 +21,7 @@ sizes), not an exported graph, not a semantic or RGB-D model; each is one line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -118,3 +121,48 @@ class TTAModel(GeneralizedRCNNWithTTA):
         if self.training:
             return self.model(batched_inputs)
         return super().__call__(batched_inputs)
+
+    def _inference_one_image(self, input: dict) -> dict:
+        self._features: list | None = None
+        try:
+            return super()._inference_one_image(input)
+        finally:
+            self._features = None  # a photo's features are not kept past it
+
+    def _batch_inference(self, batched_inputs, detected_instances=None):
+        """Detectron2's batched passes; the box pass (no ``detected_instances``) keeps each
+        batch's backbone features, and the mask pass on the merged boxes (the same inputs in
+        the same batches) reuses them instead of running the backbone again."""
+        if detected_instances is None:
+            self._features = []
+            with _backbone_calls(self.model.backbone, record=self._features):
+                return super()._batch_inference(batched_inputs)
+        if self._features is None:  # not after a box pass of these inputs: run it all
+            return super()._batch_inference(batched_inputs, detected_instances)
+        with _backbone_calls(self.model.backbone, replay=self._features):
+            return super()._batch_inference(batched_inputs, detected_instances)
+
+
+@contextlib.contextmanager
+def _backbone_calls(backbone: nn.Module, record: list | None = None, replay: list | None = None):
+    """Within the block, ``backbone``'s calls append ``(input shape, features)`` to
+    ``record``, or return ``replay``'s features in order (for inputs of the same shapes)."""
+    forward = backbone.forward
+    replayed = iter(replay or [])
+
+    def recording(x):
+        features = forward(x)
+        record.append((tuple(x.shape), features))
+        return features
+
+    def replaying(x):
+        shape, features = next(replayed)
+        if shape != tuple(x.shape):
+            raise RuntimeError(f"TTA mask pass: input {tuple(x.shape)}, box pass {shape}")
+        return features
+
+    backbone.forward = recording if record is not None else replaying
+    try:
+        yield
+    finally:
+        del backbone.forward  # the class's forward again
