@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Score a trained real-photo model on the validation part under several containment
 thresholds and P / R / F1 score thresholds, with the false positives by kind (fragment /
-duplicate / merge / background / loose; grape_instances.evaluation.fp_kinds).
+duplicate / merge / background / loose; grape_instances.evaluation.fp_kinds), and under
+inference variants (--variant LABEL "KEY VALUE ...", e.g. test-time augmentation), each with
+its seconds per photo, beside the config as it is ("plain").
 
     python tools/fp_kinds.py --weights output/real_v2/model_final.pth \\
         --containment 0 0.5 0.7 0.9 --score 0.5 0.7
+    python tools/fp_kinds.py --weights output/real_v2/model_final.pth --containment 0 \\
+        --output-dir output/real_v2/tta --variant tta "TEST.AUG.ENABLED True"
 
-The model runs once per photo; the table and a JSON land in --output-dir.
+The model runs once per photo and variant; the table and a JSON land in --output-dir.
 """
 
 import argparse
@@ -31,6 +35,10 @@ def main(argv=None) -> None:
     p.add_argument("--output-dir", default=None, help="default: beside --weights")
     p.add_argument("--containment", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.9])
     p.add_argument("--score", type=float, nargs="+", default=[0.5])
+    p.add_argument("--variant", nargs=2, action="append", default=[],
+                   metavar=("LABEL", "OVERRIDES"),
+                   help='an inference variant scored after the plain config: a label and its '
+                        'config overrides in one string, e.g. tta "TEST.AUG.ENABLED True"')
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
     setup_logger(name="grape_instances")
@@ -38,7 +46,9 @@ def main(argv=None) -> None:
     splits = {k: os.path.join(args.data_dir, "split", f"wgisd_train_{k}.json")
               for k in ("train", "val")}
     cfg = real_config(args.root, splits, out, args.config_file, args.opts)
-    rows = score_settings(cfg, args.weights, "wgisd_val", args.containment, args.score)
+    variants = [("plain", []), *((label, overrides.split()) for label, overrides in args.variant)]
+    rows = score_settings(cfg, args.weights, "wgisd_val", args.containment, args.score,
+                          variants)
     table = settings_table(rows)
     write_json_atomic(os.path.join(out, "fp_kinds.json"), rows, indent=2, nan_as_null=True)
     with atomic_open(os.path.join(out, "fp_kinds.md")) as f:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+from detectron2.projects.point_rend import add_pointrend_config  # also registers its heads
 
 from . import paths
+from .errors import GrapeInputError
 
 
 def is_semantic_model(cfg) -> bool:
@@ -21,6 +26,7 @@ def is_semantic_model(cfg) -> bool:
 
 def add_grape_config(cfg: CN) -> CN:
     """Add the project's keys to a Detectron2 config (in place) and return it."""
+    _add_pointrend_config(cfg)
     _add_dataset_config(cfg)
     _add_augmentation_config(cfg)
     _add_depth_config(cfg)
@@ -29,6 +35,57 @@ def add_grape_config(cfg: CN) -> CN:
     _add_evaluation_config(cfg)
     _add_tracking_config(cfg)
     return cfg
+
+
+#: PointRend's mask heads (configs/mask_rcnn_grapes_cpu_real_pointrend.yaml uses the first).
+POINTREND_MASK_HEADS = ("PointRendMaskHead", "ImplicitPointRendMaskHead")
+
+
+def is_pointrend_mask_head(cfg) -> bool:
+    """True when the mask head is one of PointRend's (``detectron2.projects.point_rend``)."""
+    return bool(cfg.MODEL.MASK_ON) and cfg.MODEL.ROI_MASK_HEAD.NAME in POINTREND_MASK_HEADS
+
+
+@functools.cache
+def pointrend_config_keys() -> frozenset[str]:
+    """The dotted names of the keys ``add_pointrend_config`` adds to Detectron2's defaults."""
+    cfg = get_cfg()
+    add_pointrend_config(cfg)
+    return frozenset(_flat_keys(cfg) - _flat_keys(get_cfg()))
+
+
+def _flat_keys(node: CN, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else key
+        keys |= _flat_keys(value, name) if isinstance(value, CN) else {name}
+    return keys
+
+
+def follow_pointrend_config(cfg: CN) -> None:
+    """For a PointRend mask head (unfrozen ``cfg``): ``MODEL.POINT_HEAD.NUM_CLASSES`` set to
+    ``MODEL.ROI_HEADS.NUM_CLASSES`` (PointRend asserts they are equal; the class count follows
+    the training data), and polygon masks refused in one line: the point head samples its
+    targets from bitmasks (Detectron2's ``sample_point_labels``)."""
+    if not is_pointrend_mask_head(cfg):
+        return
+    cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    point_head = (cfg.MODEL.ROI_MASK_HEAD.NAME == "ImplicitPointRendMaskHead"
+                  or cfg.MODEL.ROI_MASK_HEAD.POINT_HEAD_ON)
+    if point_head and cfg.INPUT.MASK_FORMAT != "bitmask":
+        raise GrapeInputError(
+            f"MODEL.ROI_MASK_HEAD.NAME {cfg.MODEL.ROI_MASK_HEAD.NAME} (PointRend) needs "
+            f"INPUT.MASK_FORMAT bitmask, not {cfg.INPUT.MASK_FORMAT!r}: its point head samples "
+            "its targets from bitmasks")
+
+
+def _add_pointrend_config(cfg: CN) -> None:
+    # PointRend's keys (Kirillov et al., CVPR 2020; Detectron2's own project, installed with
+    # it): MODEL.POINT_HEAD.*, MODEL.IMPLICIT_POINTREND.* and the coarse mask head's
+    # ROI_MASK_HEAD.{IN_FEATURES, FC_DIM, NUM_FC, OUTPUT_SIDE_RESOLUTION, POINT_HEAD_ON}. They
+    # are read only when ROI_MASK_HEAD.NAME is a PointRend head; MODEL.POINT_HEAD.NUM_CLASSES
+    # follows MODEL.ROI_HEADS.NUM_CLASSES (data.build.build_config), as PointRend requires.
+    add_pointrend_config(cfg)
 
 
 def _add_dataset_config(cfg: CN) -> None:
@@ -169,6 +226,9 @@ def _add_evaluation_config(cfg: CN) -> None:
     # piece of a bunch inside the whole bunch, and the count goes up by one per piece.
     # Applied by the predictor and in evaluation (AP, P / R / F1, count); 0 = off.
     cfg.TEST.CONTAINMENT_THRESH = 0.0
+    # Test-time augmentation of instance models (inference.wrap): Detectron2's own keys,
+    # TEST.AUG.ENABLED / MIN_SIZES / MAX_SIZE / FLIP, run by its GeneralizedRCNNWithTTA on the
+    # test-resized image (MIN_SIZES are short sides, as INPUT.MIN_SIZE_TEST). Off by default.
     # Instance P / R / F1 (Santos et al. 2020): only predictions scoring at least this count.
     cfg.TEST.F1_SCORE_THRESH = 0.5
     # Mask IoU thresholds of the one-to-one matching behind P / R / F1 (WGISD paper Table 3).

@@ -18,7 +18,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from ..core.config import add_grape_config, is_semantic_model
+from ..core.config import add_grape_config, follow_pointrend_config, is_semantic_model
 from ..core.depth import UndecodableDepthError, read_depth
 from ..core.errors import GrapeInputError
 from ..core.images import UndecodableImageError, read_image_size
@@ -34,7 +34,8 @@ def build_config(
     config_file: str, opts: list[str] | None = None, notes: list[str] | None = None
 ) -> CfgNode:
     """get_cfg() + project keys + YAML + command-line overrides, the class count following
-    the training data (see follow_training_categories), frozen.
+    the training data (see follow_training_categories; PointRend's point head follows it
+    too, core.config.follow_pointrend_config), frozen.
 
     What was derived from the data is logged, or appended to ``notes`` for a caller that
     sets up its logger only once it has the config.
@@ -58,6 +59,7 @@ def build_config(
         notes.append(note)
     elif note:
         logger.info(note)
+    follow_pointrend_config(cfg)
     check_depth_config(cfg)
     check_copy_paste_config(cfg)
     cfg.freeze()

@@ -1,9 +1,10 @@
 """Issue 15's fragments: score a trained instance model once per photo under several
 containment thresholds (TEST.CONTAINMENT_THRESH) and P / R / F1 score thresholds
-(TEST.F1_SCORE_THRESH), with the false positives by kind, to choose both on validation.
+(TEST.F1_SCORE_THRESH), with the false positives by kind, to choose both on validation; and
+under inference variants (test-time augmentation, TEST.AUG.*), with seconds per photo.
 
-The model runs once per photo; each setting only filters its outputs, so a grid costs one
-inference pass plus the evaluators.
+The model runs once per photo and variant; each threshold only filters its outputs, so a
+grid costs one inference pass per variant plus the evaluators.
 """
 
 from __future__ import annotations
@@ -25,34 +26,76 @@ from ..inference.containment import drop_contained
 logger = logging.getLogger(__name__)
 
 
+def variant_config(cfg, overrides: list[str]):
+    """``cfg`` with an inference variant's ``KEY VALUE`` overrides (e.g. ``TEST.AUG.ENABLED
+    True``) and the containment rule off (:func:`score_settings` applies its thresholds)."""
+    from ..core.errors import GrapeInputError
+
+    out = cfg.clone()
+    out.defrost()
+    try:
+        out.merge_from_list([*overrides, "TEST.CONTAINMENT_THRESH", "0.0"])
+    except (KeyError, ValueError, AssertionError) as e:
+        raise GrapeInputError(f"--variant {' '.join(overrides)}: bad override ({e})") from None
+    out.freeze()
+    return out
+
+
 def score_settings(cfg, weights: str, dataset: str, containment: list[float],
-                   score_threshs: list[float]) -> list[dict]:
-    """One row per (containment threshold, score threshold): segm / bbox AP (depends on the
-    containment threshold only), count MAE and bias, P / R / F1 at each
-    ``TEST.F1_IOU_THRESHOLDS`` and the false positives at mask IoU 0.5 by kind."""
+                   score_threshs: list[float],
+                   variants: list[tuple[str, list[str]]] | None = None) -> list[dict]:
+    """One row per (inference variant, containment threshold, score threshold): segm / bbox AP
+    (depends on the variant and the containment threshold only), count MAE and bias,
+    P / R / F1 at each ``TEST.F1_IOU_THRESHOLDS``, the false positives at mask IoU 0.5 by
+    kind, and the model's seconds per photo (wall and CPU of this process, the data loader
+    left out).
+
+    ``variants`` are ``(label, [KEY, VALUE, ...])`` config overrides of the inference (test-time
+    augmentation, test size...); the default is one, the config as it is. The weights are
+    loaded once; each variant runs the inference model ``inference.wrap`` builds from its
+    config (as the Predictor and evaluation do) on its own test loader."""
+    from ..inference.wrap import inference_model
+
     model = Trainer.build_model(cfg)
     GrapeCheckpointer(model).load(weights)
+    rows = []
+    for label, overrides in variants or [("plain", [])]:
+        vcfg = variant_config(cfg, overrides)
+        rows += _score_variant(vcfg, inference_model(vcfg, model), dataset, containment,
+                               score_threshs, label)
+    return rows
+
+
+def _score_variant(cfg, model, dataset: str, containment: list[float],
+                   score_threshs: list[float], label: str) -> list[dict]:
     loader = Trainer.build_test_loader(cfg, dataset)
-    seconds = 0.0
+    seconds = cpu_seconds = 0.0
+    photos = 0
 
     def batches():
-        nonlocal seconds
+        nonlocal seconds, cpu_seconds, photos
         with inference_context(model), torch.no_grad():
             for inputs in loader:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 outputs = model(inputs)
                 seconds += time.perf_counter() - t0
+                cpu_seconds += time.process_time() - c0
+                photos += len(inputs)
                 yield inputs, [{"instances": o["instances"].to("cpu")} for o in outputs]
 
     rows = score_outputs(dataset, batches(), containment, score_threshs,
-                         tuple(cfg.TEST.F1_IOU_THRESHOLDS))
-    logger.info("inference: %.1f s for %d photos", seconds, len(loader))
-    return rows
+                         tuple(cfg.TEST.F1_IOU_THRESHOLDS), label)
+    timing = {"photos": photos, "s_per_photo": seconds / max(photos, 1),
+              "cpu_s_per_photo": cpu_seconds / max(photos, 1)}
+    logger.info("%s: inference %.1f s (%.1f CPU s) for %d photos", label, seconds, cpu_seconds,
+                photos)
+    return [{**r, **timing} for r in rows]
 
 
 def score_outputs(dataset: str, batches: Iterable[tuple[list[dict], list[dict]]],
                   containment: list[float], score_threshs: list[float],
-                  iou_thresholds: Sequence[float] = (0.3, 0.5, 0.8)) -> list[dict]:
+                  iou_thresholds: Sequence[float] = (0.3, 0.5, 0.8),
+                  label: str = "plain") -> list[dict]:
     """The rows of :func:`score_settings` for any model's outputs: ``batches`` yields
     Detectron2 ``(inputs, outputs)`` pairs (``file_name``, ``image_id``, ``height``, ``width``
     of photos of the registered ``dataset``; ``{"instances": ...}`` on the CPU, classes
@@ -81,7 +124,7 @@ def score_outputs(dataset: str, batches: Iterable[tuple[list[dict], list[dict]]]
         ap = coco[t].evaluate()
         for s in score_threshs:
             f1, count, kinds = (ev.evaluate() for ev in per_score[(t, s)])
-            rows.append({"containment": t, "score": s,
+            rows.append({"variant": label, "containment": t, "score": s,
                          "segm": dict(ap.get("segm", {})), "bbox": dict(ap.get("bbox", {})),
                          **f1, **count, **kinds})
     return rows
@@ -89,17 +132,19 @@ def score_outputs(dataset: str, batches: Iterable[tuple[list[dict], list[dict]]]
 
 def settings_table(rows: list[dict]) -> str:
     """The rows of :func:`score_settings` as one markdown table."""
-    head = ["containment", "score", "segm AP", "AP50", "F1@30", "F1@50", "P@50", "R@50",
-            "F1@80", "count MAE", "bias", "FP@50", "fragment", "duplicate", "merge",
-            "background", "loose"]
+    head = ["variant", "containment", "score", "segm AP", "AP50", "F1@30", "F1@50", "P@50",
+            "R@50", "F1@80", "count MAE", "bias", "FP@50", "fragment", "duplicate", "merge",
+            "background", "loose", "s/photo", "CPU s/photo"]
     body = []
     for r in rows:
         inst, k = r["instance"], r["fp_kinds"]
-        body.append([f"{r['containment']:.2f}", f"{r['score']:.2f}",
+        body.append([r.get("variant", "plain"), f"{r['containment']:.2f}", f"{r['score']:.2f}",
                      f"{r['segm'].get('AP', float('nan')):.1f}",
                      f"{r['segm'].get('AP50', float('nan')):.1f}",
                      *(f"{inst[m]:.1f}" for m in ("F1@30", "F1@50", "P@50", "R@50", "F1@80")),
                      f"{r['count']['MAE']:.2f}", f"{r['count']['bias']:+.2f}",
                      inst["FP@50"], *(k[kind] for kind in
-                                      ("fragment", "duplicate", "merge", "background", "loose"))])
-    return markdown_table(head, body, ["right"] * len(head))
+                                      ("fragment", "duplicate", "merge", "background", "loose")),
+                     f"{r.get('s_per_photo', float('nan')):.2f}",
+                     f"{r.get('cpu_s_per_photo', float('nan')):.2f}"])
+    return markdown_table(head, body, ["left"] + ["right"] * (len(head) - 1))

@@ -137,7 +137,7 @@ def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,
     from detectron2.modeling import build_model
 
     from ..checkpoint import GrapeCheckpointer, ensure_weights_available
-    from ..core.config import is_semantic_model
+    from ..core.config import is_pointrend_mask_head, is_semantic_model
 
     if fmt not in FORMATS:
         raise GrapeInputError(f"--format {fmt}: one of {', '.join(FORMATS)}")
@@ -147,6 +147,14 @@ def export_model(cfg: CfgNode, fmt: str, output_dir: str | os.PathLike, *,
         raise GrapeInputError("--int8 needs --calibration DIR (training photos)")
     if is_semantic_model(cfg) or cfg.INPUT.DEPTH.ENABLED:
         raise GrapeInputError("export_model exports RGB instance models (Mask R-CNN)")
+    if is_pointrend_mask_head(cfg):
+        raise GrapeInputError(f"MODEL.ROI_MASK_HEAD.NAME {cfg.MODEL.ROI_MASK_HEAD.NAME}: "
+                              "PointRend's mask head is not exported (tracing its point "
+                              "refinement is not supported); predict with --runtime eager")
+    if cfg.TEST.AUG.ENABLED:
+        raise GrapeInputError("TEST.AUG.ENABLED: an exported model runs without test-time "
+                              "augmentation; export with TEST.AUG.ENABLED False and predict "
+                              "with TTA on the eager model (--runtime eager)")
     if cfg.MODEL.DEVICE != "cpu":
         cfg = cfg.clone()
         cfg.defrost()

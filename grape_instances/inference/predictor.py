@@ -25,6 +25,7 @@ from ..data.datasets import THING_CLASSES, register_from_config
 from ..data.depth import check_depth_config, stack_depth, transform_depth
 from ..data.semantic import stuff_classes_for, stuff_colors_for
 from .tiling import TiledModel
+from .tta import check_tta_config
 from .wrap import inference_model
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,9 @@ def prediction_metadata(cfg: CfgNode):
 
 class Predictor(DefaultPredictor):
     """Detectron2's DefaultPredictor (checkpoint, test-time resize, one BGR image in) with a
-    one-line error for a missing checkpoint, tiled inference of instance models when
-    ``TEST.TILE_SIZE`` > 0, and metadata that can draw our outputs even when
+    one-line error for a missing checkpoint, the config's inference rules around the model
+    (``inference.wrap``: tiles for ``TEST.TILE_SIZE`` > 0 or test-time augmentation for
+    ``TEST.AUG.ENABLED``, the containment rule), and metadata that can draw our outputs even when
     the test dataset is not registered in this process (stuff_classes for semantic models).
     With ``INPUT.DEPTH.ENABLED`` each call also takes the photo's aligned depth image.
     """
@@ -70,6 +72,7 @@ class Predictor(DefaultPredictor):
     def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
         check_depth_config(cfg)
         TiledModel.enabled(cfg)  # a bad TEST.TILE_SIZE is one line before the model is built
+        check_tta_config(cfg)  # so is test-time augmentation with tiles or depth
         self.max_depth_mm = cfg.INPUT.DEPTH.MAX_MM if cfg.INPUT.DEPTH.ENABLED else None
         weights = cfg.MODEL.WEIGHTS
         if not weights and not allow_random_weights:

@@ -43,7 +43,12 @@ RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "openvino_int
 
 def model_signature(cfg: CfgNode) -> dict[str, str]:
     """The config values an exported graph bakes in (every ``MODEL.*`` key but the weights,
-    the device and the score threshold, plus the input format), as strings."""
+    the device and the score threshold, plus the input format), as strings. PointRend's keys
+    are left out: only its mask heads read them, and those are not exported (export.py), so
+    exports written before the keys existed still match."""
+    from ..core.config import pointrend_config_keys
+
+    ignored = set(MODEL_KEYS_IGNORED) | pointrend_config_keys()
     flat: dict[str, str] = {}  # also TEST.DETECTIONS_PER_IMAGE: the top-k is in the graph
 
     def walk(node, prefix: str) -> None:
@@ -52,7 +57,7 @@ def model_signature(cfg: CfgNode) -> dict[str, str]:
             name = f"{prefix}.{key}" if prefix else key
             if isinstance(value, CfgNode):
                 walk(value, name)
-            elif name not in MODEL_KEYS_IGNORED:
+            elif name not in ignored:
                 flat[name] = repr(value)
 
     walk(cfg.MODEL, "MODEL")
@@ -290,6 +295,10 @@ def exported_runtime(cfg: CfgNode, runtime: str, export_dir: str | os.PathLike) 
     as the eager model."""
     if runtime not in BACKENDS:
         raise GrapeInputError(f"--runtime {runtime}: one of {', '.join(RUNTIMES)}")
+    if cfg.TEST.AUG.ENABLED:
+        raise GrapeInputError(f"--runtime {runtime}: an exported model runs without test-time "
+                              "augmentation (TEST.AUG.ENABLED needs the eager model's heads); "
+                              "use --runtime eager or set TEST.AUG.ENABLED False")
     check_installed(runtime)
     info = read_export_info(export_dir)
     check_export_matches(cfg, info, export_dir)
