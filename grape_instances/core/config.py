@@ -189,3 +189,10 @@ def _add_tracking_config(cfg: CN) -> None:
     cfg.TRACKING.MIN_FRAMES = 3
     # Only detections scoring at least this are tracked and counted.
     cfg.TRACKING.SCORE_THRESH = 0.7
+    # Re-identification (norfair's): a track lost for more than MAX_GAP frames, up to
+    # REID_GAP more, or unmatched in this frame, takes over a new track whose box centre lies
+    # within REID_DISTANCE bunch sizes (the larger box side) of where it was last seen, in row
+    # coordinates with CAMERA_MOTION. 0 = off. It needs BACKEND norfair; with it on, a track
+    # is reported from its second detection.
+    cfg.TRACKING.REID_GAP = 0
+    cfg.TRACKING.REID_DISTANCE = 0.5
