@@ -178,10 +178,11 @@ class NorfairBackend:
             max_points=200, min_distance=10,
             transformations_getter=TranslationTransformationGetter()) if camera_motion else None
         distance = _mask_distance if match == "mask" else "iou"
-        # A track seen k times lives on min(2k - 1, max_gap) frames without a detection
-        # (hit_counter_max): a bunch back where the track is (mask / box IoU) within that
-        # gap keeps its id. initialization_delay 0: a track is reported from its first
-        # detection (what counts is decided later, by MIN_FRAMES).
+        # A track's hit counter gains 2 per matched frame and loses 1 per frame, up to
+        # max_gap (hit_counter_max): a track seen in k frames in a row lives on about
+        # min(k, max_gap) frames without a detection, and a bunch back where the track is
+        # (mask / box IoU) within that gap keeps its id. initialization_delay 0: a track is
+        # reported from its first detection (what counts is decided later, by MIN_FRAMES).
         reid = {}
         if reid_gap > 0:
             # norfair's re-identification: a track unmatched in this frame, or lost for up
