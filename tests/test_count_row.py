@@ -50,8 +50,14 @@ def _track(settings, frames):
         det = _frame(boxes)
         ids = tracker.update(det)
         book.add(f, det, ids)
+        book.resolve(tracker.resolved)
         out.append(ids.tolist())
     return out, book
+
+
+def _ids(frames_ids):
+    """The track ids given (pending keys of tracks not confirmed yet left out)."""
+    return {i for frame in frames_ids for i in frame if i >= 0}
 
 
 @pytest.mark.parametrize("match", ["mask", "box"])
@@ -85,6 +91,76 @@ def test_a_one_frame_flicker_is_not_counted():
     assert len(book.tracks) == 2
     good = counted(book.tracks, s.min_frames)
     assert [t.frames_seen for t in good] == [20]
+
+
+# A bunch at a fixed place (the camera's motion already compensated), seen in frames
+# 0-9, hidden from frame 10 for `hidden` frames, then seen until frame 59.
+def _hidden_bunch(hidden, x=60):
+    return [[(x, 30)] if not 10 <= f < 10 + hidden else [] for f in range(60)]
+
+
+@pytest.mark.parametrize("match", ["mask", "box"])
+def test_reid_gives_a_bunch_hidden_longer_than_the_gap_its_id_back(match):
+    gap, hidden = 5, 15  # lost after at most 5 frames, back after 15
+    frames = _hidden_bunch(hidden)
+    visible = sum(1 for f in frames if f)
+    off = TrackingSettings(match=match, max_gap=gap, min_frames=3)
+    ids, book = _track(off, frames)
+    assert len(_ids(ids)) == 2 and len(counted(book.tracks, 3)) == 2, ids
+    on = TrackingSettings(match=match, max_gap=gap, min_frames=3, reid_gap=20)
+    ids, book = _track(on, frames)
+    assert len(_ids(ids)) == 1, ids  # one id, counted once
+    (t,) = counted(book.tracks, 3)
+    # Every detection is in the track, the first ones of the new track norfair merged too.
+    assert (t.frames_seen, t.first_frame, t.last_frame) == (visible, 0, 59)
+    assert not book.pending
+    # Longer than MAX_GAP + REID_GAP: a new track after all.
+    short = TrackingSettings(match=match, max_gap=gap, min_frames=3, reid_gap=5)
+    ids, book = _track(short, frames)
+    assert len(_ids(ids)) == 2 and len(counted(book.tracks, 3)) == 2, ids
+
+
+@pytest.mark.parametrize("dx,reid_distance,merged", [
+    (130, 0.5, False),  # far apart: another bunch
+    (30, 1.0, False),  # centres 30 px apart, 1.5 bunch sizes (the box's 20 px height)
+    (30, 2.0, True),
+])
+def test_reid_joins_only_tracks_within_reid_distance(dx, reid_distance, merged):
+    # Bunch A is seen in frames 0-9 and never again; B appears dx px to its right at frame 20.
+    frames = [[(20, 30)] if f < 10 else [] if f < 20 else [(20 + dx, 30)] for f in range(40)]
+    s = TrackingSettings(max_gap=5, min_frames=3, reid_gap=20, reid_distance=reid_distance)
+    ids, book = _track(s, frames)
+    assert len(_ids(ids)) == (1 if merged else 2), ids
+    assert len(counted(book.tracks, 3)) == (1 if merged else 2)
+    assert sum(t.frames_seen for t in book.tracks.values()) == 30
+
+
+def test_reid_keeps_a_track_that_was_lost_once_and_found_again():
+    # Hidden exactly as long as the track lives: norfair 2.3.0 starts its re-identification
+    # countdown and, unpatched, deletes the track REID_GAP frames later although it is seen.
+    frames = _hidden_bunch(5)
+    s = TrackingSettings(max_gap=5, min_frames=3, reid_gap=3)
+    ids, book = _track(s, frames)
+    assert len(_ids(ids)) == 1, ids
+    assert [t.frames_seen for t in book.tracks.values()] == [55]
+
+
+def test_reid_drops_an_unconfirmed_flicker_and_counts_first_frames():
+    s = TrackingSettings(min_frames=3, reid_gap=10)
+    frames = [[(20 + 2 * f, 30)] + ([(150, 60)] if f == 7 else []) for f in range(40)]
+    ids, book = _track(s, frames)
+    assert ids[0][0] <= -2 and ids[1] == [ids[2][0]] and ids[1][0] >= 0  # pending, then id
+    assert [(t.first_frame, t.frames_seen) for t in book.tracks.values()] == [(0, 40)]
+    assert not book.pending  # the flicker of frame 7 never became a track
+
+
+def test_reid_settings_are_checked():
+    with pytest.raises(GrapeInputError, match="REID_GAP needs TRACKING.BACKEND norfair"):
+        TrackingSettings(backend="bytetrack", match="box", reid_gap=5)
+    with pytest.raises(GrapeInputError, match="REID_DISTANCE"):
+        TrackingSettings(reid_gap=5, reid_distance=0)
+    with pytest.raises(GrapeInputError, match="MAX_GAP of at least 2"):
+        TrackingSettings(reid_gap=5, max_gap=1)
 
 
 def test_shifted_mask_iou():
@@ -197,6 +273,31 @@ def test_oracle_count_matches_ground_truth_and_writes_outputs(tiny_row, tmp_path
         w.writerows([{**t, "segment": other} if t is moved else t for t in tracks])
     assert score_run(tiny_row, out)["sources"] == {**src, "wrong_segment": 1}
     assert not list(tmp_path.glob(".count*"))  # no temporaries left
+
+
+def test_reid_writes_a_tracks_first_detections_under_its_id(tiny_row, tmp_path):
+    """With re-identification a track is confirmed on its second detection: its first ones
+    still reach tracks.csv and mot.txt under the id it got (results.json: -1)."""
+    dets = coco_detections(tiny_row / "annotations.json")
+    out = tmp_path / "count"
+    s = TrackingSettings(min_frames=2, reid_gap=10)
+    summary = count_video(cached(dets), tiny_row / "video.mp4", out, s,
+                          segments_csv=tiny_row / "segments.csv", progress=False,
+                          write_video=False)
+    truth = json.loads((tiny_row / "truth.json").read_text())
+    assert abs(summary["total"] - truth["total"]) <= 1, (summary, truth)
+    tracks = {int(t["track_id"]): t for t in csv.DictReader(open(out / "tracks.csv"))}
+    lines: dict[int, list[int]] = {}
+    for line in (out / "mot.txt").read_text().splitlines():
+        frame, tid = (int(float(v)) for v in line.split(",")[:2])
+        lines.setdefault(tid, []).append(frame - 1)
+    assert set(lines) == set(tracks)
+    for tid, t in tracks.items():
+        assert len(lines[tid]) == int(t["frames_seen"]), (tid, t)
+        assert min(lines[tid]) == int(t["first_frame"])
+    results = json.loads((out / "results.json").read_text())
+    assert {r["track_id"] for r in results} - {-1} == set(tracks)
+    assert len(results) == sum(len(d) for d in dets.values())
 
 
 def test_error_sources_split_a_count_into_its_causes():

@@ -277,29 +277,56 @@ GRID_TRACKERS = [("norfair", "mask", True), ("norfair", "box", True), ("norfair"
                  ("bytetrack", "box", False)]
 #: Detection score thresholds (TRACKING.SCORE_THRESH) tried on the validation videos.
 GRID_SCORES = (0.3, 0.5, 0.7)
+#: Re-identification (TRACKING.REID_GAP, REID_DISTANCE) tried with norfair's mask IoU and
+#: camera motion only (the other trackers run with it off), to keep the grid a few minutes.
+GRID_REID = ((0, 0.5), (5, 0.5), (20, 0.5), (20, 1.0), (20, 2.0))
+REID_TRACKER = ("norfair", "mask", True)
 
 
 def compare_trackers(videos: Sequence[Path], dets: dict[Path, dict], out: Path,
                      min_frames: Sequence[int] = (1, 2, 3, 5, 8, 12, 16),
                      max_gaps: Sequence[int] = (10, 20, 40), scores: Sequence[float] = GRID_SCORES
                      ) -> list[dict]:
-    """Every tracker x SCORE_THRESH x MAX_GAP x MIN_FRAMES on the validation videos; one row
-    per setting (MIN_FRAMES re-scores the same tracks)."""
+    """Every tracker x SCORE_THRESH x MAX_GAP x MIN_FRAMES on the validation videos, and
+    :data:`GRID_REID` for :data:`REID_TRACKER`; one row per setting (MIN_FRAMES re-scores
+    the same tracks)."""
     table = []
     for backend, match, cmc in GRID_TRACKERS:
+        reids = GRID_REID if (backend, match, cmc) == REID_TRACKER else ((0, 0.5),)
         for score in scores:
             for gap in max_gaps:
-                s = TrackingSettings(backend=backend, match=match, max_gap=gap, min_frames=1,
-                                     score_thresh=score, camera_motion=cmc)
-                name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{score}-{gap}"
-                per_video = [run_settings(v, dets[v]["detections"], s, out / name / v.name,
-                                          dets[v].get("frame_step", 1), min_frames)
-                             for v in videos]
-                for k, mf in enumerate(min_frames):
-                    table.append({"backend": backend, "match": match, "camera_motion": cmc,
-                                  "score_thresh": score, "max_gap": gap, "min_frames": mf,
-                                  **summarize([rows[k] for rows in per_video])})
+                for reid_gap, reid_distance in reids:
+                    s = TrackingSettings(backend=backend, match=match, max_gap=gap,
+                                         min_frames=1, score_thresh=score, camera_motion=cmc,
+                                         reid_gap=reid_gap, reid_distance=reid_distance)
+                    name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}-{score}-{gap}"
+                    if reid_gap:
+                        name += f"-reid{reid_gap}-{reid_distance}"
+                    per_video = [run_settings(v, dets[v]["detections"], s, out / name / v.name,
+                                              dets[v].get("frame_step", 1), min_frames)
+                                 for v in videos]
+                    for k, mf in enumerate(min_frames):
+                        table.append({"backend": backend, "match": match, "camera_motion": cmc,
+                                      "score_thresh": score, "max_gap": gap, "min_frames": mf,
+                                      "reid_gap": reid_gap, "reid_distance": reid_distance,
+                                      **summarize([rows[k] for rows in per_video])})
     return table
+
+
+#: The TrackingSettings fields a validation row chooses.
+CHOSEN = ("backend", "match", "camera_motion", "score_thresh", "max_gap", "min_frames",
+          "reid_gap", "reid_distance")
+
+
+def setting_text(row: dict) -> str:
+    """``score/gap/min frames/reid``, reid as ``REID_GAP@REID_DISTANCE`` or ``off``."""
+    reid = f"{row['reid_gap']}@{row['reid_distance']}" if row["reid_gap"] else "off"
+    return f"{row['score_thresh']}/{row['max_gap']}/{row['min_frames']}/{reid}"
+
+
+def settings_of(row: dict) -> TrackingSettings:
+    """The tracker settings of one validation row."""
+    return TrackingSettings(**{k: row[k] for k in CHOSEN})
 
 
 def markdown(rows: list[dict], first: Sequence[str]) -> str:
@@ -374,31 +401,28 @@ def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
     logger.info("detections ready in %.0f s", time.perf_counter() - t0)
     table = compare_trackers(val, dval, out / "val")
     best = pick(table)
-    settings = TrackingSettings(backend=best["backend"], match=best["match"],
-                                camera_motion=best["camera_motion"], max_gap=best["max_gap"],
-                                min_frames=best["min_frames"],
-                                score_thresh=best["score_thresh"])
-    result = evaluate(test, dtest, settings, out / "test")
+    result = evaluate(test, dtest, settings_of(best), out / "test")
     # The best setting of each tracker on validation, scored on test too (the comparison).
     per_tracker = []
     for backend, match, cmc in GRID_TRACKERS:
         rows = [r for r in table if (r["backend"], r["match"], r["camera_motion"])
                 == (backend, match, cmc)]
-        b = pick(rows)
-        s = TrackingSettings(backend=backend, match=match, camera_motion=cmc,
-                             max_gap=b["max_gap"], min_frames=b["min_frames"],
-                             score_thresh=b["score_thresh"])
-        name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}"
-        tested = [run_settings(v, dtest[v]["detections"], s, out / "test-trackers" / name /
-                               v.name, frame_step) for v in test]
-        per_tracker.append({"backend": backend, "match": match, "camera_motion": cmc,
-                            "max_gap": b["max_gap"], "min_frames": b["min_frames"],
-                            "score_thresh": b["score_thresh"],
-                            "val_count_err_video": b["count_err_video"], "val_idf1": b["idf1"],
-                            **summarize(tested)})
+        variants = [("", rows)]
+        if (backend, match, cmc) == REID_TRACKER:  # with and without re-identification
+            variants = [(" +reid", [r for r in rows if r["reid_gap"]]),
+                        ("", [r for r in rows if not r["reid_gap"]])]
+        for suffix, some in variants:
+            b = pick(some)
+            name = f"{backend}-{match}-{'cmc' if cmc else 'nocmc'}{suffix.replace(' +', '-')}"
+            tested = [run_settings(v, dtest[v]["detections"], settings_of(b),
+                                   out / "test-trackers" / name / v.name, frame_step)
+                      for v in test]
+            per_tracker.append({**{k: b[k] for k in CHOSEN}, "suffix": suffix,
+                                "val_count_err_video": b["count_err_video"],
+                                "val_count_err_segment": b["count_err_segment"],
+                                "val_idf1": b["idf1"], **summarize(tested)})
     report = {"frame_step": frame_step, "oracle": oracle, "model_s_per_frame": model_s,
-              "chosen": {k: best[k] for k in ("backend", "match", "camera_motion",
-                                                "score_thresh", "max_gap", "min_frames")},
+              "chosen": {k: best[k] for k in CHOSEN},
               "val_grid": table, "test": result, "test_trackers": per_tracker}
     dump(report, out / "row_eval.json")
     lines = [f"# Row counting: test videos ({len(test)}), frame step {frame_step}, "
@@ -411,10 +435,9 @@ def run_row_eval(root: str | os.PathLike, out: str | os.PathLike, detector=None,
              "matches, box IoU >= 0.5): " + sources_line(result["tracked"]["sources"]), "",
              "Each tracker at its best validation setting, on the test videos:", "",
              markdown([{**r, "tracker": f"{r['backend']} {r['match']}"
-                        f"{' +camera motion' if r['camera_motion'] else ''}",
-                        "score/gap/min": f"{r['score_thresh']}/{r['max_gap']}/"
-                        f"{r['min_frames']}"} for r in per_tracker],
-                      ["tracker", "score/gap/min"]), "",
+                        f"{' +camera motion' if r['camera_motion'] else ''}{r['suffix']}",
+                        "score/gap/min/reid": setting_text(r)} for r in per_tracker],
+                      ["tracker", "score/gap/min/reid"]), "",
              f"Model: {model_s * 1000:.0f} ms per frame (detection), mean over the videos."]
     text = "\n".join(lines) + "\n"
     with atomic_outputs([out / "row_eval.md"], overwrite=True) as o, \

@@ -259,6 +259,31 @@ def _track_row(t: Track, is_counted: bool, segment: str) -> dict:
     return row
 
 
+class _MotLines:
+    """mot.txt lines: written at once for a track, held back for a pending track (norfair
+    still initializing it, re-identification on) until it is confirmed, under the id it
+    got, or dropped when it never was. Lines of a confirmed pending track come after their
+    frame's other lines (MOTChallenge readers index by frame)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.held: dict[int, list[str]] = {}
+
+    def add(self, tid: int, line: str) -> None:
+        if tid >= 0:
+            self.f.write(line.format(tid))
+        else:
+            self.held.setdefault(tid, []).append(line)
+
+    def resolve(self, resolved: dict[int, int | None]) -> None:
+        for key, target in resolved.items():
+            lines = self.held.pop(key, [])
+            if target is None:
+                continue
+            for line in lines:
+                self.add(target, line)
+
+
 def count_video(
     detector: Detector,
     video: str | os.PathLike,
@@ -301,6 +326,7 @@ def count_video(
         with replacing_folder(output) as tmp:
             results = _ResultsWriter(tmp / "results.json")
             mot = open(tmp / "mot.txt", "w")
+            mot_lines = _MotLines(mot)
             writer = None
             try:
                 bar = tqdm(total=frames_hint or None, desc="count row", unit="frame",
@@ -327,13 +353,18 @@ def count_video(
                     ids = tracker.update(det, frame)
                     book.add(index, det, ids, frame,
                              metric=sizer(index) if sizer is not None else None)
+                    book.resolve(tracker.resolved)
                     t2 = time.perf_counter()
-                    results.add(index, det, ids, h, w)
                     for i, tid in enumerate(ids.tolist()):
-                        if tid >= 0:
+                        if tid != -1:
                             x0, y0, x1, y1 = det.boxes[i]
-                            mot.write(f"{index + 1},{tid},{x0:.1f},{y0:.1f},{x1 - x0:.1f},"
-                                      f"{y1 - y0:.1f},{det.scores[i]:.3f},-1,-1,-1\n")
+                            mot_lines.add(tid, f"{index + 1},{{}},{x0:.1f},{y0:.1f},"
+                                          f"{x1 - x0:.1f},{y1 - y0:.1f},{det.scores[i]:.3f},"
+                                          "-1,-1,-1\n")
+                    mot_lines.resolve(tracker.resolved)
+                    # A pending track's detections have no id yet: untracked in these two.
+                    ids = np.where(ids >= 0, ids, -1)
+                    results.add(index, det, ids, h, w)
                     if write_video:
                         if writer is None:
                             writer = VideoWriter(tmp / "annotated.mp4", fps / frame_step, w, h)

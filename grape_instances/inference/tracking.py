@@ -137,18 +137,29 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _reid_distance(new, old) -> float:
-    """norfair re-identification: 1 - box IoU of a new track and a lost one, both where the
-    filter puts them now (in row coordinates when the camera motion is estimated)."""
+    """norfair re-identification distance between a new track and a lost one: the distance of
+    their box centres, where the filter puts them now (in row coordinates when the camera
+    motion is estimated), over the larger side of the two boxes (a bunch's size)."""
     absolute = new.abs_to_rel is not None
-    return 1.0 - _box_iou(new.get_estimate(absolute=absolute),
-                          old.get_estimate(absolute=absolute))
+    a = new.get_estimate(absolute=absolute)
+    b = old.get_estimate(absolute=absolute)
+    size = max(float(np.ptp(a, axis=0).max()), float(np.ptp(b, axis=0).max()), 1.0)
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))) / size
 
 
 class NorfairBackend:
-    """norfair's tracker on box corners, matched by box IoU or motion-compensated mask IoU."""
+    """norfair's tracker on box corners, matched by box IoU or motion-compensated mask IoU.
+
+    :meth:`update` returns one id per detection: a track id (>= 0), -1 (no track), or, with
+    re-identification on, a *pending* key (<= -2, :func:`pending_key`) for a track norfair
+    is still initializing; :attr:`resolved` then says, after each later update, which track
+    (or other pending key) each pending key became, or None when it was dropped unconfirmed
+    (:meth:`TrackBook.resolve` applies it).
+    """
 
     def __init__(self, match: str, max_gap: int, min_iou: float,
-                 camera_motion: bool = True, static: bool = False) -> None:
+                 camera_motion: bool = True, static: bool = False, reid_gap: int = 0,
+                 reid_distance: float = 0.5) -> None:
         from norfair import Tracker  # noqa: PLC0415  (a pinned dependency; imported on use)
         from norfair.camera_motion import (  # noqa: PLC0415
             MotionEstimator,
@@ -157,17 +168,31 @@ class NorfairBackend:
         from norfair.filter import NoFilterFactory, OptimizedKalmanFilterFactory  # noqa: PLC0415
 
         self.match = match
+        #: After each update: what became of tracks reported as pending before (pending
+        #: key -> track id, another pending key, or None when dropped unconfirmed).
+        self.resolved: dict[int, int | None] = {}
+        self._pending: dict = {}  # norfair initializing id -> its TrackedObject
         # The camera pans along the row: norfair estimates the frame-to-frame translation
         # from optical flow outside the detections, and tracks in row coordinates.
         self.motion = MotionEstimator(
             max_points=200, min_distance=10,
             transformations_getter=TranslationTransformationGetter()) if camera_motion else None
         distance = _mask_distance if match == "mask" else "iou"
-        # A track seen k times lives on min(k, max_gap) frames without a detection
-        # (hit_counter_max); once lost, a new track where the filter puts it within max_gap
-        # more frames takes its id back (norfair's re-identification). initialization_delay
-        # 0: a track is reported from its second detection (what counts is decided later,
-        # by MIN_FRAMES).
+        # A track's hit counter gains 2 per matched frame and loses 1 per frame, up to
+        # max_gap (hit_counter_max): a track seen in k frames in a row lives on about
+        # min(k, max_gap) frames without a detection, and a bunch back where the track is
+        # (mask / box IoU) within that gap keeps its id. initialization_delay 0: a track is
+        # reported from its first detection (what counts is decided later, by MIN_FRAMES).
+        reid = {}
+        if reid_gap > 0:
+            # norfair's re-identification: a track unmatched in this frame, or lost for up
+            # to reid_gap more frames, takes over a new track whose box centre lies within
+            # reid_distance bunch sizes of it (_reid_distance). norfair only offers a track
+            # that is still initializing for that, so a track is initialized on its second
+            # detection (its first one is reported with no id).
+            reid = dict(initialization_delay=1, reid_distance_function=_reid_distance,
+                        reid_distance_threshold=float(reid_distance),
+                        reid_hit_counter_max=int(reid_gap))
         root = logging.getLogger()  # norfair logs a speed hint for any non-built-in distance
         level = root.level
         root.setLevel(logging.ERROR)
@@ -175,12 +200,10 @@ class NorfairBackend:
             self.tracker = Tracker(distance_function=distance,
                                    distance_threshold=1.0 - min_iou,
                                    hit_counter_max=max(int(max_gap), 1),
-                                   initialization_delay=0, past_detections_length=0,
+                                   past_detections_length=0,
                                    filter_factory=NoFilterFactory() if static
                                    else OptimizedKalmanFilterFactory(),
-                                   reid_distance_function=_reid_distance,
-                                   reid_distance_threshold=1.0 - min_iou,
-                                   reid_hit_counter_max=max(int(max_gap), 1))
+                                   **{"initialization_delay": 0, **reid})
         finally:
             root.setLevel(level)
 
@@ -203,12 +226,56 @@ class NorfairBackend:
             for x0, y0, x1, y1 in np.round(det.boxes).astype(int):
                 outside[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 0
             coord = self.motion.update(frame, outside)
+        self.tracker.update(detections=objs, coord_transformations=coord)
+        live = self.tracker.tracked_objects
         ids = np.full(len(det), -1, np.int64)
-        for t in self.tracker.update(detections=objs, coord_transformations=coord):
+        for t in live:
             last = t.last_detection
-            if t.id is not None and any(last is d for d in objs):
+            if not any(last is d for d in objs):
+                continue  # not matched in this frame
+            # norfair 2.3.0 starts a track's re-identification countdown when it is lost
+            # and does not stop it when the track is matched again, so a track lost once
+            # would be deleted reid_gap frames later however well it is seen
+            # (tryolabs/norfair#325, fix unreleased): a matched track is not lost.
+            t.reid_hit_counter = None
+            if t.id is not None:
                 ids[last.index] = t.id
+            else:  # still initializing (only with re-identification on)
+                ids[last.index] = pending_key(t.initializing_id)
+                self._pending[t.initializing_id] = t
+        self.resolved = self._resolve(live)
         return ids
+
+    def _resolve(self, live: list) -> dict[int, int | None]:
+        """What became of the initializing tracks reported earlier (:attr:`resolved`)."""
+        if not self._pending:
+            return {}
+        alive = {id(t) for t in live}
+        # norfair's merge hands the new track's last detection to the old track.
+        holder = {id(t.last_detection): t for t in live}
+        resolved: dict[int, int | None] = {}
+        for init_id, t in list(self._pending.items()):
+            if id(t) in alive:
+                if t.id is None:
+                    continue  # still initializing
+                target = t.id
+            else:  # merged into an older track (re-identified) or dropped unconfirmed
+                old = holder.get(id(t.last_detection))
+                if old is None or old is t:
+                    target = None
+                elif old.id is not None:
+                    target = old.id
+                else:  # merged into a track that is still initializing itself
+                    target = pending_key(old.initializing_id)
+                    self._pending[old.initializing_id] = old
+            resolved[pending_key(init_id)] = target
+            del self._pending[init_id]
+        return resolved
+
+
+def pending_key(initializing_id: int) -> int:
+    """The id reported for a detection of a track norfair has not confirmed yet (<= -2)."""
+    return -2 - int(initializing_id)
 
 
 class ByteTrackBackend:
@@ -218,6 +285,7 @@ class ByteTrackBackend:
         import supervision as sv  # noqa: PLC0415  (optional: the comparison's alternative)
 
         self.sv = sv
+        self.resolved: dict[int, int | None] = {}  # nothing is ever pending here
         # frame_rate=30 makes lost_track_buffer a number of frames (sv scales it by rate/30).
         self.tracker = sv.ByteTrack(track_activation_threshold=score_thresh,
                                     lost_track_buffer=max(int(max_gap), 1),
@@ -248,6 +316,8 @@ class TrackingSettings:
     score_thresh: float = 0.5
     camera_motion: bool = True
     static: bool = True
+    reid_gap: int = 0
+    reid_distance: float = 0.5
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -262,6 +332,14 @@ class TrackingSettings:
                                   f"{self.min_frames} must be at least 1")
         if not 0 < self.min_iou < 1:
             raise GrapeInputError(f"TRACKING.MIN_IOU {self.min_iou} must be in (0, 1)")
+        if self.reid_gap < 0 or not self.reid_distance > 0:
+            raise GrapeInputError(f"TRACKING.REID_GAP {self.reid_gap} must be at least 0 and "
+                                  f"TRACKING.REID_DISTANCE {self.reid_distance} positive")
+        if self.reid_gap > 0 and self.backend != "norfair":
+            raise GrapeInputError("TRACKING.REID_GAP needs TRACKING.BACKEND norfair (set it "
+                                  "to 0 for ByteTrack)")
+        if self.reid_gap > 0 and self.max_gap < 2:
+            raise GrapeInputError("TRACKING.REID_GAP needs TRACKING.MAX_GAP of at least 2")
 
     @classmethod
     def from_config(cls, cfg) -> TrackingSettings:
@@ -269,13 +347,15 @@ class TrackingSettings:
         return cls(backend=t.BACKEND, match=t.MATCH, max_gap=int(t.MAX_GAP),
                    min_iou=float(t.MIN_IOU), min_frames=int(t.MIN_FRAMES),
                    score_thresh=float(t.SCORE_THRESH), camera_motion=bool(t.CAMERA_MOTION),
-                   static=bool(t.STATIC))
+                   static=bool(t.STATIC), reid_gap=int(t.REID_GAP),
+                   reid_distance=float(t.REID_DISTANCE))
 
     def build(self):
         if self.backend == "bytetrack":
             return ByteTrackBackend(self.max_gap, self.min_iou, self.score_thresh)
         return NorfairBackend(self.match, self.max_gap, self.min_iou, self.camera_motion,
-                              self.static and self.camera_motion)
+                              self.static and self.camera_motion, self.reid_gap,
+                              self.reid_distance)
 
 
 @dataclass
@@ -309,17 +389,20 @@ class TrackBook:
     def __init__(self, line_x: float) -> None:
         self.line_x = float(line_x)
         self.tracks: dict[int, Track] = {}
+        self.pending: dict[int, Track] = {}  # tracks not confirmed yet, by pending key (<= -2)
 
     def add(self, frame: int, det: FrameDetections, ids: np.ndarray,
             image: np.ndarray | None = None, metric=None) -> None:
-        """Record frame ``frame``'s tracked detections (``ids[i]`` < 0: untracked).
+        """Record frame ``frame``'s tracked detections (``ids[i]`` -1: untracked, <= -2: a
+        pending track, kept aside until :meth:`resolve` says what it became).
         ``metric(mask_crop, origin) -> dict | None`` sizes a new best mask."""
         for i, tid in enumerate(ids.tolist()):
-            if tid < 0:
+            if tid == -1:
                 continue
-            t = self.tracks.get(tid)
+            store = self.tracks if tid >= 0 else self.pending
+            t = store.get(tid)
             if t is None:
-                t = self.tracks[tid] = Track(tid, frame, frame)
+                t = store[tid] = Track(tid, frame, frame)
             t.last_frame = frame
             t.frames_seen += 1
             x0, y0, x1, y1 = det.boxes[i]
@@ -339,6 +422,36 @@ class TrackBook:
                         t.best_image = image[oy:oy + h, ox:ox + w].copy()
                     if metric is not None:
                         t.best_metric = metric(det.crops[i], (ox, oy))
+
+
+    def resolve(self, resolved: dict[int, int | None]) -> None:
+        """Apply a backend's :attr:`~NorfairBackend.resolved`: each pending track joins the
+        track (or pending track) it became, or is forgotten (None: never confirmed)."""
+        for key, target in resolved.items():
+            src = self.pending.pop(key, None)
+            if src is None or target is None:
+                continue
+            store = self.tracks if target >= 0 else self.pending
+            dst = store.get(target)
+            if dst is None:
+                src.id = target
+                store[target] = src
+            else:
+                _merge_tracks(dst, src)
+
+
+def _merge_tracks(dst: Track, src: Track) -> None:
+    """``dst`` becomes the summary of both tracks' frames."""
+    dst.first_frame = min(dst.first_frame, src.first_frame)
+    dst.last_frame = max(dst.last_frame, src.last_frame)
+    dst.frames_seen += src.frames_seen
+    if src.best_area > dst.best_area:
+        for name in ("best_area", "best_score", "best_frame", "best_crop", "best_image",
+                     "best_origin", "best_metric"):
+            setattr(dst, name, getattr(src, name))
+    if src.line_distance < dst.line_distance:
+        dst.line_distance, dst.line_frame = src.line_distance, src.line_frame
+    dst.sides |= src.sides
 
 
 def counted(tracks: dict[int, Track] | Sequence[Track], min_frames: int,
