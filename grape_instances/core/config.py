@@ -261,17 +261,14 @@ def _add_tracking_config(cfg: CN) -> None:
     cfg.TRACKING.MIN_IOU = 0.1
     # A track counts as a bunch when seen in at least this many processed frames; shorter
     # ones are flicker (false detections of a few frames). Validation tried 1-16 with MAX_GAP
-    # 10, 20, 40, scores 0.3, 0.5, 0.7 and REID_GAP / REID_DISTANCE off, 5 / 0.5, 20 / 0.5,
-    # 20 / 1, 20 / 2; the 6,000-iteration row model's pick: min frames 5, gap 10, score 0.5,
-    # reid 20 / 2 (without re-identification it picked 3 / 10 / 0.7).
-    cfg.TRACKING.MIN_FRAMES = 5
+    # 10, 20, 40 and scores 0.3, 0.5, 0.7; the 6,000-iteration row model's pick: 3 / 10 / 0.7.
+    cfg.TRACKING.MIN_FRAMES = 3
     # Only detections scoring at least this are tracked and counted.
-    cfg.TRACKING.SCORE_THRESH = 0.5
+    cfg.TRACKING.SCORE_THRESH = 0.7
     # Re-identification (norfair's): a track lost for more than MAX_GAP frames, up to
     # REID_GAP more, or unmatched in this frame, takes over a new track whose box centre lies
     # within REID_DISTANCE bunch sizes (the larger box side) of where it was last seen, in row
     # coordinates with CAMERA_MOTION. 0 = off. It needs BACKEND norfair; with it on, a track
-    # is confirmed on its second detection (results.json and the video show its first ones
-    # untracked; tracks.csv and mot.txt count them). Chosen with MIN_FRAMES (above).
-    cfg.TRACKING.REID_GAP = 20
-    cfg.TRACKING.REID_DISTANCE = 2.0
+    # is reported from its second detection.
+    cfg.TRACKING.REID_GAP = 0
+    cfg.TRACKING.REID_DISTANCE = 0.5
