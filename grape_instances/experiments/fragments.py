@@ -22,6 +22,7 @@ from ..core.tables import markdown_table
 from ..engine.trainer import LoadedImagesCOCOEvaluator, Trainer, compiled_ops_available
 from ..evaluation import CountEvaluator, FalsePositiveKindsEvaluator, InstanceF1Evaluator
 from ..inference.containment import drop_contained
+from ..inference.predictor import config_with
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,8 @@ logger = logging.getLogger(__name__)
 def variant_config(cfg, overrides: list[str]):
     """``cfg`` with an inference variant's ``KEY VALUE`` overrides (e.g. ``TEST.AUG.ENABLED
     True``) and the containment rule off (:func:`score_settings` applies its thresholds)."""
-    from ..core.errors import GrapeInputError
-
-    out = cfg.clone()
-    out.defrost()
-    try:
-        out.merge_from_list([*overrides, "TEST.CONTAINMENT_THRESH", "0.0"])
-    except (KeyError, ValueError, AssertionError) as e:
-        raise GrapeInputError(f"--variant {' '.join(overrides)}: bad override ({e})") from None
-    out.freeze()
-    return out
+    return config_with(cfg, [*overrides, "TEST.CONTAINMENT_THRESH", "0.0"],
+                       f"--variant {' '.join(overrides)}")
 
 
 def score_settings(cfg, weights: str, dataset: str, containment: list[float],

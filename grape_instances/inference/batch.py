@@ -178,7 +178,8 @@ def default_workers(runtime: Runtime) -> int:
     the worker until the model is done, so decoding ends up after the model anyway, with the
     cost of a process on top (measured on 2 cores, README "Predict a season": OpenVINO int8
     2.06 photos/s with one worker, 2.57 with none; eager 1.23 and 1.21)."""
-    return 2 if runtime.device.type == "cuda" else 0
+    device = getattr(runtime, "device", None)  # a Predictor-like object may have none
+    return 2 if device is not None and torch.device(device).type == "cuda" else 0
 
 
 def iter_predictions(runtime: Runtime, paths: Sequence[Path], *, indices: Sequence[int] | None

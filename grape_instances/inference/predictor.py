@@ -121,6 +121,19 @@ class Predictor(DefaultPredictor):
             return self.model([{"image": image, "height": height, "width": width}])[0]
 
 
+def config_with(cfg: CfgNode, overrides: Sequence[str], what: str) -> CfgNode:
+    """A frozen copy of ``cfg`` with ``KEY VALUE`` ``overrides`` (an inference variant such as
+    ``TEST.AUG.ENABLED True``); a bad key or value is one line that starts with ``what``."""
+    out = cfg.clone()
+    out.defrost()
+    try:
+        out.merge_from_list(list(overrides))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise GrapeInputError(f"{what}: bad override ({e})") from None
+    out.freeze()
+    return out
+
+
 def prediction_config(config_file: str, opts: Sequence[str] = (), *,
                       confidence_threshold: float | None = 0.5, tile: int = 0,
                       tile_overlap: float | None = None) -> CfgNode:
