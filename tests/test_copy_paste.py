@@ -13,7 +13,7 @@ from detectron2.structures import BitMasks, BoxMode, Instances, PolygonMasks
 
 from grape_instances.core.errors import GrapeInputError
 from grape_instances.data.build import build_config
-from grape_instances.data.copy_paste import CopyPaste, mask_boxes
+from grape_instances.data.copy_paste import CopyPaste
 from grape_instances.data.mappers import CopyPasteMapper, build_grape_mapper
 from tests.helpers import DEMO_CONFIG, REPO, run_tool, tiny_training_opts
 
@@ -212,14 +212,6 @@ def test_pasted_bunches_come_at_the_working_scale(tmp_path):
                 small["file_name"])
     box = new.gt_boxes.tensor[0].numpy()
     np.testing.assert_allclose(box[2:] - box[:2], [30, 20], atol=1)
-
-
-def test_mask_boxes_are_detectron2s():
-    rng = np.random.default_rng(0)
-    masks = rng.random((5, 30, 40)) > 0.995
-    masks[2] = False
-    np.testing.assert_array_equal(
-        mask_boxes(masks), BitMasks(torch.from_numpy(masks)).get_bounding_boxes().tensor.numpy())
 
 
 @pytest.mark.parametrize("override, fragment", [

@@ -45,7 +45,6 @@ from detectron2.data import detection_utils as utils
 from detectron2.data.common import DatasetFromList
 from detectron2.structures import (
     BitMasks,
-    Boxes,
     Instances,
     PolygonMasks,
     polygons_to_bitmask,
@@ -274,10 +273,10 @@ class CopyPaste:
         kept = [m for m, k in zip(masks, keep, strict=True) if k]
         stacked = np.stack(kept) if kept else np.zeros((0, H, W), bool)
         out = Instances((H, W))
-        out.gt_boxes = Boxes(torch.from_numpy(mask_boxes(stacked)))
+        out.gt_masks = BitMasks(torch.from_numpy(stacked))
+        out.gt_boxes = out.gt_masks.get_bounding_boxes()
         out.gt_classes = torch.tensor([c for c, k in zip(classes, keep, strict=True) if k],
                                       dtype=torch.int64)
-        out.gt_masks = BitMasks(torch.from_numpy(stacked))
         return out, int(keep[pasted_from:].sum())
 
     @staticmethod
@@ -324,19 +323,3 @@ class CopyPaste:
                             ).astype(image.dtype) if self.blur_sigma > 0 \
             else np.where(hard[:, :, None], patch[sub], region)
         return (slice(iy0, iy1), slice(ix0, ix1)), hard
-
-
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight XYXY boxes (float32, N x 4) of N x H x W bool masks, as Detectron2's
-    ``BitMasks.get_bounding_boxes`` gives them (x1, y1 one past the last pixel; an empty
-    mask gets a zero box), without its per-mask loop."""
-    if not len(masks):
-        return np.zeros((0, 4), np.float32)
-    cols, rows = masks.any(axis=1), masks.any(axis=2)
-    empty = ~cols.any(axis=1)
-    x0, y0 = cols.argmax(axis=1), rows.argmax(axis=1)
-    x1 = masks.shape[2] - cols[:, ::-1].argmax(axis=1)
-    y1 = masks.shape[1] - rows[:, ::-1].argmax(axis=1)
-    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
-    boxes[empty] = 0
-    return boxes

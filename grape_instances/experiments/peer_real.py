@@ -169,12 +169,6 @@ def peer_table(rows: Sequence[dict]) -> str:
 
 # --------------------------------------------------------------------------- Ultralytics
 
-def _cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def _ultralytics(config_dir: str, threads: int):
     """Import Ultralytics in this (fresh, spawned) process: settings in ``config_dir``, offline,
     no auto-install, integrations and sync off, no font download (fonts are for plots), and
@@ -219,10 +213,12 @@ def _train_job(job: dict) -> dict:
         kwargs["epochs"] = job["epochs"]
     else:
         kwargs["time"] = job["budget_s"] / 3600.0
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    from ..inference.batch import cpu_seconds
+
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     model.train(**kwargs)
     trainer = model.trainer
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - cpu0,
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds() - cpu0,
             "epochs": int(trainer.epoch) + 1, "params": int(params),
             "best": str(trainer.best), "last": str(trainer.last),
             "best_fitness": float(trainer.best_fitness or 0.0)}
@@ -281,14 +277,16 @@ def _speed_job(job: dict) -> dict:
     kwargs = dict(imgsz=job["imgsz"], conf=job["conf"], max_det=MAX_DET, device="cpu",
                   verbose=False)
     model.predict(str(photos[0]), **kwargs)
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    from ..inference.batch import cpu_seconds
+
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     results = []
     for i, photo in enumerate(photos):
         found = _photo_results(model.predict(str(photo), **kwargs)[0], i + 1,
                                job["category_ids"])
         results += [{**r, "file_name": photo.name} for r in found]
     write_json_atomic(job["results"], results)
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     n = len(photos)
     return {"photos": n, "photos_per_s": n / wall, "ms_per_photo": 1000 * wall / n,
             "cpu_s_per_photo": cpu / n, "detections": len(results), "threads": job["threads"],

@@ -361,7 +361,8 @@ class Timing:
         return d
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -385,7 +386,7 @@ def predict_shards(runtime: Runtime, input_dir: str | os.PathLike, photos: Seque
     order = [i for k in pending for i in shards[k]]
     warnings = WarningCounter()
     timing = Timing()
-    start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
+    start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     keep_image = options.overlays or options.measure
     with closing(predict_photos(
             runtime, [root / photos[i] for i in order],
@@ -427,7 +428,7 @@ def predict_shards(runtime: Runtime, input_dir: str | os.PathLike, photos: Seque
                 del buffers[k]
                 timing.write_s += time.perf_counter() - t0
     timing.wall_s = time.perf_counter() - start_wall
-    timing.cpu_s = _cpu_seconds() - start_cpu
+    timing.cpu_s = cpu_seconds() - start_cpu
     timing.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     warnings.log(logger, prefix="predict: ")
     return {"skipped_done": done_photos, "ran": len(order), "timing": timing.as_dict(),
