@@ -293,3 +293,16 @@ def test_a_mask_rcnn_run_writes_only_into_output_dir(tiny_synth, tmp_path):
     assert sorted(p.name for p in cwd.iterdir()) == []
     assert _snapshot(tiny_synth) == before
     assert list((out / "semantic_cache").rglob("*.png"))  # the maps evaluation derived
+
+
+def test_flags_and_defaults_are_detectron2s():
+    """train_net.py builds its parser without importing Detectron2 (a fast --help); it must
+    still take Detectron2's flags with Detectron2's defaults."""
+    import runpy
+
+    from detectron2.engine import default_argument_parser
+
+    tool = runpy.run_path(str(REPO / "tools" / "train_net.py"), run_name="train_net_flags")
+    ours = {a.dest: a.default for a in tool["argument_parser"]()._actions}
+    theirs = {a.dest: a.default for a in default_argument_parser()._actions}
+    assert ours == theirs

@@ -24,7 +24,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from grape_instances.core.errors import GrapeInputError, exit_on_user_error
-from grape_instances.inference.cli import add_config_file, add_overrides, add_prediction_args
+from grape_instances.inference.cli import (
+    add_config_file,
+    add_launch_args,
+    add_overrides,
+    add_prediction_args,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,12 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch / runtime threads per process (default: OMP_NUM_THREADS, or "
                         "torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--num-gpus", type=int, default=1,
-                   help="processes per machine (one per GPU; on a CPU machine, processes)")
-    p.add_argument("--num-machines", type=int, default=1)
-    p.add_argument("--machine-rank", type=int, default=0)
-    p.add_argument("--dist-url", default="auto",
-                   help="initialization URL for torch.distributed (tcp://HOST:PORT)")
+    add_launch_args(p)
     add_overrides(p)
     return p.parse_args(argv)
 

@@ -12,6 +12,7 @@ import os
 import sys
 
 from grape_instances.core.errors import exit_on_user_error
+from grape_instances.inference.cli import add_launch_args
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -23,15 +24,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="resume from the last checkpoint in OUTPUT_DIR")
     parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="number of processes (GPUs, or CPU processes) *per machine*")
-    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
-    parser.add_argument("--machine-rank", type=int, default=0,
-                        help="the rank of this machine (unique per machine)")
     # Detectron2's deterministic port, so that an orphan process shows as a port in use
     port = 2**15 + 2**14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2**14
-    parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}",
-                        help="initialization URL for the PyTorch distributed backend")
+    add_launch_args(parser, dist_url=f"tcp://127.0.0.1:{port}")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides at the end of the command: space-separated "
                         "KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")

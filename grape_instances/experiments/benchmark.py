@@ -6,8 +6,6 @@ Each model runs in its own spawned process, so the peak resident memory reported
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -15,6 +13,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from ..core.fresh_process import in_fresh_process
 from ..core.tables import markdown_table
 
 
@@ -134,9 +133,7 @@ def _run_one(spec: BenchSpec) -> dict:
 
 def run_in_subprocess(spec: BenchSpec) -> dict:
     """Run one benchmark row in a fresh spawned process (clean peak-memory reading)."""
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(_run_one, spec).result()
+    return in_fresh_process(_run_one, spec)
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -23,10 +23,8 @@ is missing. Its settings and downloads are kept inside the output folder
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib.util
 import logging
-import multiprocessing
 import os
 import resource
 import shutil
@@ -38,6 +36,7 @@ import numpy as np
 
 from ..core.errors import GrapeInputError
 from ..core.fileio import atomic_open, read_json, write_json_atomic
+from ..core.fresh_process import in_fresh_process
 from ..core.masks import mask_to_rle, rle_to_mask
 from ..core.tables import markdown_table
 from .real import REAL_CONFIG, TRAINING_TIME, training_seconds
@@ -193,13 +192,6 @@ def _ultralytics(config_dir: str, threads: int):
     return ultralytics
 
 
-def _in_fresh_process(function, job: dict):
-    """``function(job)`` in a spawned process (its own imports, threads and peak memory)."""
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(function, job).result()
-
-
 def _train_job(job: dict) -> dict:
     _ultralytics(job["config_dir"], job["threads"])
     from ultralytics import YOLO
@@ -307,7 +299,7 @@ def train_or_reuse(job: dict, retrain: bool = False) -> dict:
             return {**done, "reused": True}
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    done = {"settings": settings, **_in_fresh_process(_train_job, job)}
+    done = {"settings": settings, **in_fresh_process(_train_job, job)}
     write_json_atomic(record, done, indent=2)
     return {**done, "reused": False}
 
@@ -391,7 +383,7 @@ def run_peer_real(
         trained = train_or_reuse(job, retrain)
         chosen = trained[checkpoint]
         log(f"predicting the validation photos with {chosen}")
-        per_image = _in_fresh_process(_predict_job, {
+        per_image = in_fresh_process(_predict_job, {
             "weights": chosen, "records": records, "imgsz": imgsz, "threads": threads,
             "category_ids": ids, "config_dir": config_dir})
         results_file = out / f"{name}_val_results.json"
@@ -418,7 +410,7 @@ def run_peer_real(
         [*opts, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(cfg.TEST.F1_SCORE_THRESH)], warmup=1))
     speed[recipe["model"]] = project_speed
     for name, peer in peers.items():
-        speed[name] = _in_fresh_process(_speed_job, {
+        speed[name] = in_fresh_process(_speed_job, {
             "weights": peer["weights"], "photos": str(photos), "imgsz": imgsz,
             "conf": PREDICT_CONF, "threads": threads, "category_ids": ids,
             "config_dir": config_dir, "results": str(out / f"{name}_speed_results.json")})

@@ -11,8 +11,6 @@ and the peak resident memory of the predicting process.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import os
 import resource
 import subprocess
@@ -21,6 +19,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..core.fresh_process import in_fresh_process
 
 PREDICT_COLUMNS = [
     ("runtime", "runtime", "s"), ("photos", "photos", "d"), ("processes", "proc", "d"),
@@ -109,9 +109,7 @@ def _run_one(spec: PredictBenchSpec) -> dict:
 
 def run_row(spec: PredictBenchSpec) -> dict:
     """One row in a fresh spawned process."""
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return {**pool.submit(_run_one, spec).result(), "spec": asdict(spec)}
+    return {**in_fresh_process(_run_one, spec), "spec": asdict(spec)}
 
 
 def run_processes_row(spec: PredictBenchSpec, processes: int, threads: int) -> dict:

@@ -54,3 +54,18 @@ def add_overrides(parser: Container, *, flag: bool = False) -> None:
     usage has always spelled it so); ``args.opts`` either way."""
     name = "--opts" if flag else "opts"
     parser.add_argument(name, nargs=argparse.REMAINDER, default=[], help=OVERRIDES_HELP)
+
+
+def add_launch_args(parser: Container, *, dist_url: str = "auto") -> None:
+    """Detectron2's launcher flags (``default_argument_parser``'s, the same names and
+    defaults but ``dist_url``): train_net.py keeps Detectron2's per-user port, predict.py
+    lets ``launch`` pick a free one."""
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes per machine (one per GPU; on a CPU machine, processes "
+                             "with gloo)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0,
+                        help="the rank of this machine (unique per machine)")
+    parser.add_argument("--dist-url", default=dist_url,
+                        help="initialization URL for torch.distributed (tcp://HOST:PORT; "
+                             "'auto': a free local port, one machine only)")
