@@ -42,6 +42,23 @@ def test_runs_and_the_mean_and_spread_over_seeds(tmp_path):
     assert "72.0 ± 2.8" in table and "copy-paste" in table
 
 
+def test_a_score_threshold_reads_fp_kinds_rows(tmp_path):
+    folder = write_summary(tmp_path / "a", 70.0, 68.0)
+    with pytest.raises(GrapeInputError, match="fp_kinds.py --weights"):
+        run_row("recipe", 0, folder, score=0.6)
+    (folder / "grid").mkdir()
+    row = {"variant": "plain", "containment": 0.0, "segm": {"AP": 35.0, "AP50": 70.0},
+           "instance": {"F1@50": 71.5}, "count": {"MAE": 2.0}, "fp_kinds": {"fragment": 9}}
+    (folder / "grid" / "fp_kinds.json").write_text(json.dumps(
+        [{**row, "score": 0.5, "instance": {"F1@50": 1.0}}, {**row, "score": 0.6},
+         {**row, "score": 0.6, "containment": 0.5, "instance": {"F1@50": 2.0}}]))
+    scored = run_row("recipe", 0, folder, score=0.6)
+    assert scored["f1_50"] == 71.5 and scored["fp_fragment"] == 9 and scored["score"] == 0.6
+    assert scored["train_min"] == 40.0  # the run's own summary still gives the time
+    with pytest.raises(GrapeInputError, match="no row of the plain model at score 0.7"):
+        run_row("recipe", 0, folder, score=0.7)
+
+
 def test_a_folder_without_results_is_one_line(tmp_path):
     (tmp_path / "real_summary.json").write_text(json.dumps({"results": {}}))
     with pytest.raises(GrapeInputError, match="no whole-photo results"):

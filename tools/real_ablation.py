@@ -4,7 +4,7 @@ validation part), then each variant's mean ± standard deviation over its seeds.
 
     python tools/real_ablation.py --output output/real_ablation \\
         --run recipe 0 output/real --run recipe 1 output/real_seed1 \\
-        --run copy-paste 0 output/real_cp
+        --run copy-paste 0 output/real_cp [--score 0.6]
 
 Writes OUT.md (the table) and OUT.json (the rows), and prints the table.
 """
@@ -22,13 +22,17 @@ def main(argv=None) -> None:
     p.add_argument("--run", nargs=3, action="append", required=True,
                    metavar=("VARIANT", "SEED", "FOLDER"),
                    help="a finished `make real` output folder, its variant label and seed")
+    p.add_argument("--score", type=float, default=None,
+                   help="P / R / F1, count and false positives at this score threshold, from "
+                        "tools/fp_kinds.py's FOLDER/grid/fp_kinds.json (default: the run's "
+                        "own TEST.F1_SCORE_THRESH, its real_summary.json)")
     p.add_argument("--output", default=None, help="write OUTPUT.md and OUTPUT.json")
     args = p.parse_args(argv)
     rows = []
     for variant, seed, folder in args.run:
         if not seed.lstrip("-").isdigit():
             raise GrapeInputError(f"--run {variant} {seed} {folder}: the seed must be an integer")
-        rows.append(run_row(variant, int(seed), folder))
+        rows.append(run_row(variant, int(seed), folder, args.score))
     table = ablation_table(rows)
     if args.output:
         with atomic_open(f"{args.output}.md") as f:
