@@ -12,15 +12,14 @@ false-positive columns come from ``tools/fp_kinds.py``'s rows at that threshold,
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.errors import GrapeInputError
 from ..core.fileio import read_json
 from ..core.tables import markdown_table
+from .compare import mean_std
 
 #: (column, header, format): the whole-photo scores of ``make real`` on the validation part.
 COLUMNS = [
@@ -91,13 +90,6 @@ def run_row(variant: str, seed: int, folder: str | os.PathLike,
     }
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
-
-
 def variant_means(rows: Sequence[dict]) -> list[dict]:
     """Per variant with two or more seeds: each column's mean and its ``_std``, in the order
     the variants first appear."""
@@ -110,7 +102,7 @@ def variant_means(rows: Sequence[dict]) -> list[dict]:
             continue
         mean = {"variant": variant, "seeds": len(runs)}
         for key, _, _ in COLUMNS:
-            mean[key], mean[f"{key}_std"] = _mean_std([r[key] for r in runs])
+            mean[key], mean[f"{key}_std"] = mean_std([r[key] for r in runs])
         means.append(mean)
     return means
 
