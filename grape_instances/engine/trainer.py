@@ -41,6 +41,7 @@ from ..evaluation import (
 )
 from ..inference.wrap import inference_model
 from .checks import run_record
+from .cpu_amp import CPUAutocastTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,14 @@ def compiled_ops_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def step_trainer_class(cfg: CfgNode) -> type[SimpleTrainer]:
+    """The loop that runs each iteration: Detectron2's float16 ``AMPTrainer`` on CUDA with
+    ``SOLVER.AMP.ENABLED``, the project's bfloat16 one on CPU, else ``SimpleTrainer``."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer
+    return CPUAutocastTrainer if cfg.MODEL.DEVICE == "cpu" else AMPTrainer
 
 
 class LoadedImagesCOCOEvaluator(COCOEvaluator):
@@ -94,8 +103,7 @@ class Trainer(DefaultTrainer):
         if next(model.parameters()).device.type == "cpu":
             ddp_kwargs["device_ids"] = None
         model = create_ddp_model(model, **ddp_kwargs)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self._trainer = step_trainer_class(cfg)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = GrapeCheckpointer(
             model, cfg.OUTPUT_DIR, run_record=run_record(cfg), trainer=weakref.proxy(self)
