@@ -166,10 +166,13 @@ def predict_rows(config: str, weights: str, photos_src: str, work_dir: str | os.
     if not photos.is_dir():
         shrink_photos(photos_src, photos, width, count)
     exported = str(work / "exported")
-    formats = sorted({r.replace("_int8", "") for r in runtimes if r != "eager"})
+    from ..inference.runtime import RUNTIME_MODEL
+
+    entries = {RUNTIME_MODEL[r] for r in runtimes if r != "eager"}
+    formats = sorted({e.replace("_int8", "") for e in entries})
     if formats:
         log(f"exporting {', '.join(formats)} to {exported}")
-        export_all(config, weights, exported, calibration if "openvino_int8" in runtimes
+        export_all(config, weights, exported, calibration if "openvino_int8" in entries
                    else None, opts, formats=[f for f in ("torchscript", "onnx", "openvino")
                                              if f in formats])
     rows = []

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 
 # The runtimes of inference.runtime.build_runtime (defined here so --help needs no torch).
-RUNTIMES = ("eager", "torchscript", "onnx", "openvino", "openvino_int8")
+RUNTIMES = ("eager", "torchscript", "onnx", "openvino", "openvino_bf16", "openvino_int8",
+            "openvino_int8_bf16")
 CONFIG_HELP = "model config (YAML)"
 OVERRIDES_HELP = "config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth"
 Container = argparse._ActionsContainer  # a parser, or one of its (mutually exclusive) groups
