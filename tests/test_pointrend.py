@@ -1,5 +1,5 @@
-"""PointRend's mask head (issue 15): configs/mask_rcnn_grapes_cpu_real_pointrend.yaml builds,
-trains on the recipe's data path (scaled cache, polygons rasterised at crop size) and
+"""PointRend's mask head (issue 15), the real-photo recipe's: configs/mask_rcnn_grapes_cpu_real.yaml
+builds, trains on the recipe's data path (scaled cache, polygons rasterised at crop size) and
 predicts masks; what it cannot do (polygon targets, export) is one line."""
 
 import pytest
@@ -9,7 +9,7 @@ from grape_instances.core.errors import GrapeInputError
 from grape_instances.data.build import build_config
 from tests.helpers import DEMO_CONFIG, tiny_training_opts
 
-POINTREND_CONFIG = "configs/mask_rcnn_grapes_cpu_real_pointrend.yaml"
+POINTREND_CONFIG = "configs/mask_rcnn_grapes_cpu_real.yaml"
 
 
 def test_pointrend_config_follows_the_class_count_and_refuses_polygons():

@@ -169,7 +169,7 @@ def test_bunches_the_window_cuts_are_not_taught():
     fractions = visible_fractions(annotations, transforms, 100, 200, (40, 40))
     np.testing.assert_allclose(fractions, [1.0, 1 / 3, 0.7], atol=1e-6)
 
-    cfg = build_config("configs/mask_rcnn_grapes_cpu_real.yaml")
+    cfg = build_config("configs/mask_rcnn_grapes_cpu_real_plain.yaml")
     assert cfg.INPUT.SCALE_CROP.MIN_VISIBLE == 0.5 and cfg.INPUT.MASK_FORMAT == "polygon"
     mapper = SkipUndecodableMapper(cfg, True, augmentations=[], min_visible=0.5)
     for min_visible, expected in ((0.5, 2), (0.0, 3)):

@@ -40,9 +40,10 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="bench/benchmark.json")
     p.add_argument("--skip-models", action="store_true", help="no training/inference rows")
     g = p.add_argument_group("prediction rows (tools/predict.py per runtime)")
-    g.add_argument("--predict-weights", default="output/real/model_final.pth",
+    # the plain mask head: exported runtimes do not take the recipe's PointRend head
+    g.add_argument("--predict-weights", default="output/real_plain/model_final.pth",
                    help="trained checkpoint of --predict-config (rows skipped when absent)")
-    g.add_argument("--predict-config", default="configs/mask_rcnn_grapes_cpu_real.yaml")
+    g.add_argument("--predict-config", default="configs/mask_rcnn_grapes_cpu_real_plain.yaml")
     g.add_argument("--predict-photos", default="../shared/real-data/wgisd-train/data",
                    help="photos to predict (shrunk to --predict-width px wide)")
     g.add_argument("--predict-count", type=int, default=24)
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
         print()
         print(format_table(report["predict"], PREDICT_COLUMNS))
     else:
-        logger.info("prediction rows skipped: no %s or no %s (train with make real)",
+        logger.info("prediction rows skipped: no %s or no %s (train with make real-plain)",
                     args.predict_weights, args.predict_photos)
     if not args.skip_converters:
         from grape_instances.experiments.convert_benchmark import (

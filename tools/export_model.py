@@ -2,8 +2,8 @@
 """Export a trained Mask R-CNN for CPU runtimes, as Detectron2's tools/deploy/export_model.py
 (tracing with TracingAdapter):
 
-    python tools/export_model.py --config-file configs/mask_rcnn_grapes_cpu_real.yaml \
-        --format onnx --output output/export MODEL.WEIGHTS output/real/model_final.pth
+    python tools/export_model.py --config-file configs/mask_rcnn_grapes_cpu_real_plain.yaml \
+        --format onnx --output output/export MODEL.WEIGHTS output/real_plain/model_final.pth
     python tools/export_model.py ... --format openvino --int8 --calibration photos/train ...
 
 Formats: torchscript (model.ts), onnx (model.onnx), openvino (model.xml + .bin; --int8:
@@ -11,7 +11,9 @@ model_int8.xml, NNCF post-training quantization on --calibration photos). Severa
 can share one EXPORT_DIR; export.json says what the files were exported from. Run them with
 tools/predict.py --runtime torchscript|onnx|openvino|openvino_int8 --exported EXPORT_DIR.
 The graph keeps detections above MODEL.ROI_HEADS.SCORE_THRESH_TEST (default here 0.05), so
-predict can apply any higher --confidence-threshold.
+predict can apply any higher --confidence-threshold. PointRend models (the real-photo
+recipe, configs/mask_rcnn_grapes_cpu_real.yaml) are not exported: train the plain-head
+configs/mask_rcnn_grapes_cpu_real_plain.yaml for these runtimes.
 """
 
 import argparse

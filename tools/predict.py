@@ -11,7 +11,9 @@ OUT/bunches.csv + bunches_images.csv + bunches_folders.csv + bunches_images.json
 package's tables), with --overlays OUT/overlays/<same relative path>, and OUT/summary.json.
 Interrupted? Run the same command again: finished shards (OUT/.shards) are kept.
 
-Exported models (tools/export_model.py): --runtime torchscript|onnx|openvino --exported DIR.
+Exported models (tools/export_model.py, plain mask head only: train
+configs/mask_rcnn_grapes_cpu_real_plain.yaml for them): --runtime torchscript|onnx|openvino
+--exported DIR.
 Many processes or machines, as tools/train_net.py: --num-gpus N (N processes on a CPU
 machine, gloo), --num-machines, --machine-rank, --dist-url.
 """

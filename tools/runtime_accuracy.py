@@ -2,12 +2,12 @@
 """Exported vs eager on annotated photos (issue 17's correctness check): segm AP and AP50
 per runtime, and at the working threshold the bunches each finds and how they match eager's.
 
-    python tools/export_model.py --config-file configs/mask_rcnn_grapes_cpu_real.yaml \\
-        --format onnx --output export/ MODEL.WEIGHTS output/real/model_final.pth   # etc.
-    python tools/runtime_accuracy.py --config-file configs/mask_rcnn_grapes_cpu_real.yaml \\
+    python tools/export_model.py --config-file configs/mask_rcnn_grapes_cpu_real_plain.yaml \\
+        --format onnx --output export/ MODEL.WEIGHTS output/real_plain/model_final.pth  # etc.
+    python tools/runtime_accuracy.py --config-file configs/mask_rcnn_grapes_cpu_real_plain.yaml \\
         --coco datasets/real/split/wgisd_train_val.json --images ../shared/real-data/wgisd-train \\
         --exported export/ --runtimes eager onnx openvino openvino_int8 \\
-        MODEL.WEIGHTS output/real/model_final.pth
+        MODEL.WEIGHTS output/real_plain/model_final.pth
 
 The first runtime is the reference. Writes the table (Markdown) and a JSON to --output.
 """

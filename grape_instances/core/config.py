@@ -37,7 +37,7 @@ def add_grape_config(cfg: CN) -> CN:
     return cfg
 
 
-#: PointRend's mask heads (configs/mask_rcnn_grapes_cpu_real_pointrend.yaml uses the first).
+#: PointRend's mask heads (configs/mask_rcnn_grapes_cpu_real.yaml uses the first).
 POINTREND_MASK_HEADS = ("PointRendMaskHead", "ImplicitPointRendMaskHead")
 
 

@@ -37,7 +37,8 @@ class CPUAutocastTrainer(SimpleTrainer):
         super().__init__(model, data_loader, optimizer, **kwargs)
         if not cpu_has_native_bfloat16():
             logger.warning("SOLVER.AMP.ENABLED: this CPU has no native bfloat16 (AVX512-BF16 "
-                           "or AMX), so mixed precision will train slower than float32")
+                           "or AMX), so mixed precision trains slower than float32 here; "
+                           "add SOLVER.AMP.ENABLED False to the command")
         else:
             logger.info("SOLVER.AMP.ENABLED: the forward pass runs in bfloat16 on the CPU")
 
