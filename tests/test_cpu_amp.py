@@ -22,7 +22,14 @@ def test_the_loop_follows_amp_and_the_device():
 
 
 def test_the_real_recipe_trains_in_bfloat16_on_cpu():
-    assert build_config(REAL_CONFIG).SOLVER.AMP.ENABLED
+    """The recipe (PointRend) spends the time bfloat16 saves on iterations; the plain-head
+    config keeps float32 and its 1,800."""
+    real = build_config(REAL_CONFIG)
+    assert real.SOLVER.AMP.ENABLED and real.MODEL.DEVICE == "cpu"
+    assert step_trainer_class(real) is CPUAutocastTrainer
+    assert real.SOLVER.MAX_ITER == 2700 and tuple(real.SOLVER.STEPS) == (2100, 2550)
+    plain = build_config("configs/mask_rcnn_grapes_cpu_real_plain.yaml")
+    assert not plain.SOLVER.AMP.ENABLED and plain.SOLVER.MAX_ITER == 1800
     assert isinstance(cpu_has_native_bfloat16(), bool)
 
 
