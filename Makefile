@@ -11,7 +11,7 @@ THREADS ?= 2
 DEMO_OUT ?= output/demo
 COMPARE_OUT ?= output/compare
 
-.PHONY: install test test-fast demo real real-plain pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
+.PHONY: install test test-fast demo real pretrain-ablation bench compare lint clean synth clean-synth convert-via convert-labelme \
         count-demo row-eval install-peers peer-real \
         auto-annotate convert-grapesnet convert-wgisd synth-rgbd rgbd-ablation weigh help
 
@@ -26,7 +26,6 @@ Targets (each installs what it needs first; variables in CAPITALS):
   lint               ruff over the package, tools and tests
   demo               synthesize, train Mask R-CNN on CPU, evaluate, draw (~7 min)
   real               the CPU recipe on the shared WGISD photos (~45 min)
-  real-plain         the same with the plain mask head, the one exported runtimes take
   install-peers      the optional Ultralytics extra (AGPL-3.0) for peer-real
   peer-real          the recipe against YOLO11n/s-seg at equal CPU time (after real)
   pretrain-ablation  synthetic vineyard rows first vs random weights, same CPU time
@@ -195,8 +194,9 @@ demo: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/demo.py --output-dir $(DEMO_OUT)
 
 # Prediction rows (eager / TorchScript / ONNX Runtime / OpenVINO f32 and int8, 1x2 vs 2x1
-# processes): need the plain-head real-photo model of `make real-plain` (skipped without it;
-# exported runtimes do not take the recipe's PointRend head).
+# processes): need the plain-head real-photo model in PLAIN_OUT (skipped without it; exported
+# runtimes do not take the recipe's PointRend head): make real REAL_CONFIG=$(PLAIN_CONFIG)
+# REAL_OUT=$(PLAIN_OUT).
 bench: install
 	OMP_NUM_THREADS=$(THREADS) $(PY) tools/benchmark.py --threads $(THREADS) --out bench/benchmark.json \
 	    --predict-weights "$(PLAIN_OUT)/model_final.pth" --predict-photos "$(REAL_ROOT)/data"
@@ -205,16 +205,15 @@ bench: install
 # variety in both parts, train configs/mask_rcnn_grapes_cpu_real.yaml (~45 min on 2 cores; a
 # finished run in REAL_OUT is reused), score whole photos and tiles, draw overlays.
 REAL_ROOT ?= ../shared/real-data/wgisd-train
+# REAL_CONFIG=$(PLAIN_CONFIG) trains Mask R-CNN's plain mask head instead of PointRend's: the
+# model that export_model.py, predict.py --runtime and make bench's prediction rows take.
 REAL_OUT ?= output/real
-real: install
-	OMP_NUM_THREADS=$(THREADS) $(PY) tools/real.py --root "$(REAL_ROOT)" --output-dir "$(REAL_OUT)" $(REAL_ARGS)
-
-# The same with Mask R-CNN's plain mask head (configs/mask_rcnn_grapes_cpu_real_plain.yaml):
-# the model that export_model.py, predict.py --runtime and make bench's prediction rows take.
+REAL_CONFIG ?= configs/mask_rcnn_grapes_cpu_real.yaml
+PLAIN_CONFIG := configs/mask_rcnn_grapes_cpu_real_plain.yaml
 PLAIN_OUT ?= output/real_plain
-real-plain: install
-	OMP_NUM_THREADS=$(THREADS) $(PY) tools/real.py --root "$(REAL_ROOT)" --output-dir "$(PLAIN_OUT)" \
-	    --config-file configs/mask_rcnn_grapes_cpu_real_plain.yaml $(REAL_ARGS)
+real: install
+	OMP_NUM_THREADS=$(THREADS) $(PY) tools/real.py --root "$(REAL_ROOT)" --output-dir "$(REAL_OUT)" \
+	    --config-file "$(REAL_CONFIG)" $(REAL_ARGS)
 
 # The optional peer of `make peer-real`: Ultralytics (AGPL-3.0), installed without its
 # dependencies (they would replace numpy 1.26 and opencv-python-headless); its few missing

@@ -77,7 +77,8 @@ def main(argv=None) -> None:
         print()
         print(format_table(report["predict"], PREDICT_COLUMNS))
     else:
-        logger.info("prediction rows skipped: no %s or no %s (train with make real-plain)",
+        logger.info("prediction rows skipped: no %s or no %s (train with make real "
+                    "REAL_CONFIG=configs/mask_rcnn_grapes_cpu_real_plain.yaml REAL_OUT=...)",
                     args.predict_weights, args.predict_photos)
     if not args.skip_converters:
         from grape_instances.experiments.convert_benchmark import (

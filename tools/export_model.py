@@ -9,7 +9,8 @@
 Formats: torchscript (model.ts), onnx (model.onnx), openvino (model.xml + .bin; --int8:
 model_int8.xml, NNCF post-training quantization on --calibration photos). Several formats
 can share one EXPORT_DIR; export.json says what the files were exported from. Run them with
-tools/predict.py --runtime torchscript|onnx|openvino|openvino_int8 --exported EXPORT_DIR.
+tools/predict.py --runtime torchscript|onnx|openvino|openvino_int8 --exported EXPORT_DIR
+(openvino_bf16 and openvino_int8_bf16: the same OpenVINO files computed in bfloat16).
 The graph keeps detections above MODEL.ROI_HEADS.SCORE_THRESH_TEST (default here 0.05), so
 predict can apply any higher --confidence-threshold. PointRend models (the real-photo
 recipe, configs/mask_rcnn_grapes_cpu_real.yaml) are not exported: train the plain-head
