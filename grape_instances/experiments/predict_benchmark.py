@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.fresh_process import in_fresh_process
+from ..inference.cli import RUNTIME_MODEL
 
 PREDICT_COLUMNS = [
     ("runtime", "runtime", "s"), ("photos", "photos", "d"), ("processes", "proc", "d"),
@@ -166,8 +167,6 @@ def predict_rows(config: str, weights: str, photos_src: str, work_dir: str | os.
     if not photos.is_dir():
         shrink_photos(photos_src, photos, width, count)
     exported = str(work / "exported")
-    from ..inference.runtime import RUNTIME_MODEL
-
     entries = {RUNTIME_MODEL[r] for r in runtimes if r != "eager"}
     formats = sorted({e.replace("_int8", "") for e in entries})
     if formats:

@@ -14,8 +14,14 @@ from __future__ import annotations
 import argparse
 
 # The runtimes of inference.runtime.build_runtime (defined here so --help needs no torch).
-RUNTIMES = ("eager", "torchscript", "onnx", "openvino", "openvino_bf16", "openvino_int8",
-            "openvino_int8_bf16")
+#: Each exported runtime: the export.json entry (model file) it runs. The _bf16 runtimes run
+#: the same OpenVINO IR computed in bfloat16 on CPUs that have it (AVX512-BF16, AMX; elsewhere
+#: OpenVINO computes in f32): the f32 IR ran 1.5 x faster, scores move in the second or third
+#: digit (README "Predict a season").
+RUNTIME_MODEL = {"torchscript": "torchscript", "onnx": "onnx", "openvino": "openvino",
+                 "openvino_bf16": "openvino", "openvino_int8": "openvino_int8",
+                 "openvino_int8_bf16": "openvino_int8"}
+RUNTIMES = ("eager", *RUNTIME_MODEL)
 CONFIG_HELP = "model config (YAML)"
 OVERRIDES_HELP = "config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth"
 Container = argparse._ActionsContainer  # a parser, or one of its (mutually exclusive) groups

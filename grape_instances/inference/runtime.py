@@ -26,7 +26,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ..core.errors import GrapeInputError
-from .cli import RUNTIMES
+from .cli import RUNTIME_MODEL, RUNTIMES
 from .predictor import Predictor, prediction_metadata
 from .wrap import inference_model
 
@@ -38,12 +38,6 @@ OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
 # What the exported graph depends on: a config that differs here is another model.
 MODEL_KEYS_IGNORED = ("MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
 INPUT_KEYS = ("INPUT.FORMAT", "INPUT.DEPTH.ENABLED", "TEST.DETECTIONS_PER_IMAGE")
-#: Each exported runtime: the export.json entry (model file) it runs. The _bf16 runtimes run
-#: the same OpenVINO IR computed in bfloat16 on CPUs that have it (AVX512-BF16, AMX; elsewhere
-#: OpenVINO computes in f32): about twice as fast, scores move in the second or third digit.
-RUNTIME_MODEL = {"torchscript": "torchscript", "onnx": "onnx", "openvino": "openvino",
-                 "openvino_bf16": "openvino", "openvino_int8": "openvino_int8",
-                 "openvino_int8_bf16": "openvino_int8"}
 RUNTIME_PACKAGES = {"onnx": "onnxruntime", **{r: "openvino" for r in RUNTIME_MODEL
                                              if r.startswith("openvino")}}
 
