@@ -36,8 +36,33 @@ def json_rle(rle: dict) -> dict:
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
-    """Encode a binary H x W mask as a JSON-ready compressed RLE."""
-    return json_rle(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+    """Encode a binary H x W mask as a JSON-ready compressed RLE, the same string as
+    ``mask_utils.encode``.
+
+    A bunch covers a few columns of a photo: only the columns between its first and last
+    pixel are copied column-major and scanned for runs; the empty columns either side are
+    one run each. pycocotools would copy and scan the whole photo for every mask (most of
+    the time prediction spends after the model)."""
+    mask = np.asarray(mask).astype(bool, copy=False)
+    height, width = mask.shape
+    columns = np.flatnonzero(mask.any(axis=0))
+    if columns.size == 0:
+        counts = [height * width]
+    else:
+        first, last = int(columns[0]), int(columns[-1]) + 1
+        flat = mask[:, first:last].T.ravel()  # column-major, as COCO's RLE runs
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        counts = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+        if flat[0]:
+            counts.insert(0, 0)  # RLE starts with a run of zeros, maybe empty
+        counts[0] += first * height
+        after = (width - last) * height
+        if not flat[-1]:
+            counts[-1] += after
+        elif after:
+            counts.append(after)
+    return json_rle(mask_utils.frPyObjects({"counts": counts, "size": [height, width]},
+                                           height, width))
 
 
 def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict:

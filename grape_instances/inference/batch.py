@@ -34,13 +34,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from tqdm import tqdm
 
 from ..core.errors import GrapeInputError
 from ..core.fileio import atomic_open, read_json, write_json_atomic
 from ..core.images import IMAGE_EXTENSIONS, decode_image
 from ..core.warning_counter import WarningCounter
+from .coco_results import instances_to_coco_results
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def predict_photos(runtime: Runtime, paths: Sequence[Path], *, desc: str = "pred
 def photo_results(pred: Prediction, rel: str, runtime: Runtime) -> list[dict]:
     """COCO results of one photo: ``image_id`` = position + 1 in the sorted photo list,
     ``file_name`` relative to --input, the dataset's own category ids."""
-    results = instances_to_coco_json(pred.outputs["instances"], pred.index + 1)
+    results = instances_to_coco_results(pred.outputs["instances"], pred.index + 1)
     for r in results:
         r["category_id"] = runtime.category_ids[r["category_id"]]
         r["file_name"] = rel

@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from detectron2.config import CfgNode
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from tqdm import tqdm
 
 from ..convert.predictions import predicted_images_file, predicted_images_record
@@ -32,6 +31,7 @@ from ..core.images import IMAGE_EXTENSIONS, decode_image
 from ..core.warning_counter import WarningCounter
 from ..data.semantic import write_label_png
 from .batch import UNDECODABLE, Prediction, predict_photos
+from .coco_results import instances_to_coco_results
 from .draw import draw_predictions
 from .predictor import Predictor
 from .runtime import Runtime, as_runtime
@@ -165,7 +165,7 @@ def _draw_all(predictor: Predictor | Runtime, inputs: list[Path], write_dir: Pat
                 write_label_png(write_dir / f"{Path(png_name).stem}_labels.png", labels)
                 label_maps.append(str(final_dir / f"{Path(png_name).stem}_labels.png"))
             if "instances" in outputs:
-                for r in instances_to_coco_json(outputs["instances"].to("cpu"), image_id):
+                for r in instances_to_coco_results(outputs["instances"].to("cpu"), image_id):
                     r["file_name"] = str(path)
                     r["category_id"] = dataset_ids.get(r["category_id"], r["category_id"] + 1)
                     results.append(r)
