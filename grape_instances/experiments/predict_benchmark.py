@@ -126,7 +126,9 @@ def run_processes_row(spec: PredictBenchSpec, processes: int, threads: int) -> d
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         cpu0 = _cpu(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo)
+        # the caller's working folder: the spec's relative paths are the caller's, as for
+        # the in-process rows
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
