@@ -1,6 +1,6 @@
 """Test-time augmentation (issue 15): Detectron2's GeneralizedRCNNWithTTA built by
 ``inference.wrap`` for the Predictor, evaluation and the photo loader; refused in one line
-where it cannot run (tiles, exported runtimes, semantic models)."""
+where it cannot run (exported runtimes, semantic models); tiles replace it."""
 
 import numpy as np
 import pytest
@@ -125,18 +125,32 @@ def test_predictor_and_evaluation_use_tta_inside_the_containment_rule(monkeypatc
     assert isinstance(seen[-1].model, TTAModel) and seen[-1].model.model is model
 
 
-@pytest.mark.parametrize("opts, fragment", [
-    (["TEST.TILE_SIZE", "64"], "does not run inside tiles"),
-    (["TEST.AUG.MIN_SIZES", "()"], "TEST.AUG.MIN_SIZES"),
-])
-def test_tta_with_what_it_cannot_run_with_is_one_line(opts, fragment):
+def test_tta_sizes_it_cannot_use_are_one_line():
     from grape_instances.inference.predictor import Predictor
 
-    cfg, model = tiny_model(*TTA, *opts)
-    with pytest.raises(GrapeInputError, match=fragment):
+    cfg, model = tiny_model(*TTA, "TEST.AUG.MIN_SIZES", "()")
+    with pytest.raises(GrapeInputError, match="TEST.AUG.MIN_SIZES"):
         inference_model(cfg, model)
-    with pytest.raises(GrapeInputError, match=fragment):
+    with pytest.raises(GrapeInputError, match="TEST.AUG.MIN_SIZES"):
         Predictor(cfg, allow_random_weights=True)
+
+
+def test_tiles_replace_tta_with_a_warning(caplog):
+    """The recipe has test-time augmentation on; --tile (TEST.TILE_SIZE) still works with it:
+    the tiles run without it (its sizes are whole-photo sizes) and a warning says so."""
+    import logging
+
+    from grape_instances.inference.predictor import Predictor
+    from grape_instances.inference.tiling import TiledModel
+
+    cfg, model = tiny_model(*TTA, "TEST.TILE_SIZE", "64")
+    with caplog.at_level(logging.WARNING, logger="grape_instances.inference.wrap"):
+        wrapped = inference_model(cfg, model)
+    assert isinstance(wrapped, TiledModel) and wrapped.model is model
+    assert "tiles replace the config's test-time augmentation" in caplog.text
+    predictor = Predictor(cfg, allow_random_weights=True)
+    assert isinstance(predictor.model, TiledModel)
+    assert predictor(np.zeros((150, 200, 3), np.uint8))["instances"].image_size == (150, 200)
 
 
 def test_tta_needs_the_eager_mask_rcnn(tmp_path, monkeypatch):

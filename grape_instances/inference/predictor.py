@@ -72,7 +72,7 @@ class Predictor(DefaultPredictor):
     def __init__(self, cfg: CfgNode, allow_random_weights: bool = False) -> None:
         check_depth_config(cfg)
         TiledModel.enabled(cfg)  # a bad TEST.TILE_SIZE is one line before the model is built
-        check_tta_config(cfg)  # so is test-time augmentation with tiles or depth
+        check_tta_config(cfg)  # so is test-time augmentation with depth
         self.max_depth_mm = cfg.INPUT.DEPTH.MAX_MM if cfg.INPUT.DEPTH.ENABLED else None
         weights = cfg.MODEL.WEIGHTS
         if not weights and not allow_random_weights:

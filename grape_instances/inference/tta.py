@@ -15,8 +15,10 @@ The sizes resize the image the model is given, i.e. the photo after the test-tim
 above it upsamples that image (one warning says so); raise ``INPUT.MIN_SIZE_TEST`` /
 ``MAX_SIZE_TEST`` to the largest TTA size to scale down from the photo instead.
 
-It wraps the eager Mask R-CNN only (``GeneralizedRCNN``): not tiles (the sizes are whole-photo
-sizes), not an exported graph, not a semantic or RGB-D model; each is one line.
+It wraps the eager Mask R-CNN only (``GeneralizedRCNN``): not an exported graph, not a
+semantic or RGB-D model (each is one line). Tiles (``TEST.TILE_SIZE``, ``--tile``) replace it:
+its sizes are whole-photo sizes, so a tiled run predicts without it and says so once (the
+real-photo recipe has it on, and ``--tile`` must still work with the recipe).
 """
 
 from __future__ import annotations
@@ -42,14 +44,11 @@ def tta_enabled(cfg: CfgNode) -> bool:
 
 
 def check_tta_config(cfg: CfgNode) -> None:
-    """One line for what test-time augmentation cannot run with (tiles, RGB-D input) or
-    sizes it cannot use; nothing when ``TEST.AUG.ENABLED`` is off."""
-    if not tta_enabled(cfg):
+    """One line for what test-time augmentation cannot run with (RGB-D input) or sizes it
+    cannot use; nothing when ``TEST.AUG.ENABLED`` is off or tiles replace it
+    (``TEST.TILE_SIZE``: :func:`inference.wrap.inference_model` says so)."""
+    if not tta_enabled(cfg) or cfg.TEST.TILE_SIZE:
         return
-    if cfg.TEST.TILE_SIZE:
-        raise GrapeInputError(
-            "TEST.AUG.ENABLED with TEST.TILE_SIZE (--tile): test-time augmentation resizes the "
-            "whole photo (TEST.AUG.MIN_SIZES) and does not run inside tiles; use one of them")
     if cfg.INPUT.DEPTH.ENABLED:
         raise GrapeInputError("TEST.AUG.ENABLED: test-time augmentation runs RGB models; this "
                               "config is RGB-D (INPUT.DEPTH.ENABLED)")

@@ -9,6 +9,8 @@ post-processing rule is added once.
 
 from __future__ import annotations
 
+import logging
+
 from detectron2.config import CfgNode
 from torch import nn
 
@@ -18,11 +20,14 @@ from .containment import ContainmentFilter
 from .tiling import TiledModel
 from .tta import TTAModel, check_tta_config, tta_enabled
 
+logger = logging.getLogger(__name__)
+
 
 def inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
     """``model`` wrapped as ``cfg`` asks: an instance model run with test-time augmentation
     when ``TEST.AUG.ENABLED`` (the eager Mask R-CNN only), or on tiles when
-    ``TEST.TILE_SIZE`` > 0 (not both; a bad size is one line), its outputs then filtered by
+    ``TEST.TILE_SIZE`` > 0 (tiles win over test-time augmentation, with a warning; a bad
+    size is one line), its outputs then filtered by
     the containment rule when ``TEST.CONTAINMENT_THRESH`` > 0; a semantic model, or an
     instance model with none of these, is returned as is.
 
@@ -38,6 +43,10 @@ def inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
     tiled = TiledModel.enabled(cfg)  # a bad TEST.TILE_SIZE is one line
     check_tta_config(cfg)
     if tiled:
+        if tta_enabled(cfg):
+            logger.warning("TEST.TILE_SIZE %d: tiles replace the config's test-time "
+                           "augmentation (TEST.AUG.ENABLED), whose sizes are whole-photo sizes",
+                           cfg.TEST.TILE_SIZE)
         model = TiledModel.from_config(cfg, model)
     elif tta_enabled(cfg):
         model = TTAModel.from_config(cfg, model)
