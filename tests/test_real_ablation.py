@@ -51,12 +51,17 @@ def test_a_score_threshold_reads_fp_kinds_rows(tmp_path):
            "instance": {"F1@50": 71.5}, "count": {"MAE": 2.0}, "fp_kinds": {"fragment": 9}}
     (folder / "grid" / "fp_kinds.json").write_text(json.dumps(
         [{**row, "score": 0.5, "instance": {"F1@50": 1.0}}, {**row, "score": 0.6},
-         {**row, "score": 0.6, "containment": 0.5, "instance": {"F1@50": 2.0}}]))
+         {**row, "score": 0.6, "containment": 0.5, "instance": {"F1@50": 2.0}},
+         {**row, "score": 0.6, "variant": "flip", "instance": {"F1@50": 74.0}}]))
     scored = run_row("recipe", 0, folder, score=0.6)
     assert scored["f1_50"] == 71.5 and scored["fp_fragment"] == 9 and scored["score"] == 0.6
     assert scored["train_min"] == 40.0  # the run's own summary still gives the time
-    with pytest.raises(GrapeInputError, match="no row of the plain model at score 0.7"):
+    with pytest.raises(GrapeInputError, match="no row of the plain variant at score 0.7"):
         run_row("recipe", 0, folder, score=0.7)
+    flipped = run_row("recipe, flipped", 0, folder, score=0.6, inference="flip")
+    assert flipped["f1_50"] == 74.0 and flipped["inference"] == "flip"
+    with pytest.raises(GrapeInputError, match="no row of the tta variant"):
+        run_row("recipe", 0, folder, score=0.6, inference="tta")
 
 
 def test_a_folder_without_results_is_one_line(tmp_path):
@@ -75,3 +80,7 @@ def test_tool_writes_the_table_and_refuses_a_bad_seed(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["runs"][0]["f1_50"] == 68.0
     assert_user_error(run_tool("real_ablation.py", "--run", "recipe", "zero", str(folder)),
                       "seed must be an integer")
+    assert_user_error(run_tool("real_ablation.py", "--run", "recipe", "0"),
+                      "give VARIANT SEED FOLDER [INFERENCE]")
+    assert_user_error(run_tool("real_ablation.py", "--run", "recipe", "0", str(folder), "flip"),
+                      "read at a --score threshold")

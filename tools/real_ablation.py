@@ -4,7 +4,8 @@ validation part), then each variant's mean ± standard deviation over its seeds.
 
     python tools/real_ablation.py --output output/real_ablation \\
         --run recipe 0 output/real --run recipe 1 output/real_seed1 \\
-        --run copy-paste 0 output/real_cp [--score 0.6]
+        --run copy-paste 0 output/real_cp [--score 0.6] \\
+        --run "recipe, flipped" 0 output/real flip   # fp_kinds.py's --variant flip rows
 
 Writes OUT.md (the table) and OUT.json (the rows), and prints the table.
 """
@@ -19,9 +20,11 @@ from grape_instances.experiments.real_ablation import ablation_table, run_row, v
 @exit_on_user_error
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--run", nargs=3, action="append", required=True,
-                   metavar=("VARIANT", "SEED", "FOLDER"),
-                   help="a finished `make real` output folder, its variant label and seed")
+    p.add_argument("--run", nargs="+", action="append", required=True,
+                   metavar="VARIANT SEED FOLDER [INFERENCE]",
+                   help="a finished `make real` output folder, its variant label and seed; "
+                        "with --score, INFERENCE picks the rows of that tools/fp_kinds.py "
+                        "--variant (default: plain, the config as it is)")
     p.add_argument("--score", type=float, default=None,
                    help="P / R / F1, count and false positives at this score threshold, from "
                         "tools/fp_kinds.py's FOLDER/grid/fp_kinds.json (default: the run's "
@@ -29,10 +32,16 @@ def main(argv=None) -> None:
     p.add_argument("--output", default=None, help="write OUTPUT.md and OUTPUT.json")
     args = p.parse_args(argv)
     rows = []
-    for variant, seed, folder in args.run:
+    for run in args.run:
+        if len(run) not in (3, 4):
+            raise GrapeInputError(f"--run {' '.join(run)}: give VARIANT SEED FOLDER [INFERENCE]")
+        variant, seed, folder, *inference = run
         if not seed.lstrip("-").isdigit():
             raise GrapeInputError(f"--run {variant} {seed} {folder}: the seed must be an integer")
-        rows.append(run_row(variant, int(seed), folder, args.score))
+        if inference and args.score is None:
+            raise GrapeInputError(f"--run ... {inference[0]}: an inference variant's rows are "
+                                  "read at a --score threshold")
+        rows.append(run_row(variant, int(seed), folder, args.score, *inference))
     table = ablation_table(rows)
     if args.output:
         with atomic_open(f"{args.output}.md") as f:

@@ -6,7 +6,8 @@ this module's output, so it can be regenerated from the run folders.
 A run is ``(variant, seed, folder)``: the seed is given because ``real_summary.json`` does
 not record the config's overrides. With a score threshold, the P / R / F1, count and
 false-positive columns come from ``tools/fp_kinds.py``'s rows at that threshold, written to
-``FOLDER/grid`` (containment off, the plain model): runs scored at another
+``FOLDER/grid`` (containment off; the config as it is, or one of its inference variants,
+e.g. ``flip`` for ``--variant flip "TEST.AUG.ENABLED True ..."``): runs scored at another
 ``TEST.F1_SCORE_THRESH`` are then compared at one threshold.
 """
 
@@ -44,25 +45,27 @@ COLUMNS = [
 GRID = Path("grid") / "fp_kinds.json"
 
 
-def grid_scores(folder: str | os.PathLike, score: float) -> dict:
-    """The plain model's row of ``FOLDER/grid/fp_kinds.json`` at ``score``, containment off."""
+def grid_scores(folder: str | os.PathLike, score: float, inference: str = "plain") -> dict:
+    """The row of ``FOLDER/grid/fp_kinds.json`` at ``score``, containment off, of the
+    inference variant ``inference`` (``plain``: the config as it is)."""
     path = Path(folder) / GRID
     if not path.is_file():
         raise GrapeInputError(
             f"{path}: not found; run tools/fp_kinds.py --weights {folder}/model_final.pth "
             f"--containment 0 --score {score} --output-dir {path.parent} first")
     for row in read_json(path, expect=list):
-        if (isinstance(row, dict) and row.get("variant") == "plain"
+        if (isinstance(row, dict) and row.get("variant") == inference
                 and row.get("containment") == 0 and row.get("score") == score):
             return row
-    raise GrapeInputError(f"{path}: no row of the plain model at score {score} with "
+    raise GrapeInputError(f"{path}: no row of the {inference} variant at score {score} with "
                           "containment 0")
 
 
 def run_row(variant: str, seed: int, folder: str | os.PathLike,
-            score: float | None = None) -> dict:
+            score: float | None = None, inference: str = "plain") -> dict:
     """One run's whole-photo scores (``None`` where its summary lacks a figure); with
-    ``score``, those of :func:`grid_scores` at that threshold (AP does not depend on it)."""
+    ``score``, those of :func:`grid_scores` at that threshold for the inference variant
+    ``inference`` (AP does not depend on the threshold)."""
     path = Path(folder) / "real_summary.json"
     summary = read_json(path, expect=dict)
     try:
@@ -71,7 +74,7 @@ def run_row(variant: str, seed: int, folder: str | os.PathLike,
         raise GrapeInputError(f"{path}: no whole-photo results (not a `make real` summary)"
                               ) from None
     if score is not None:
-        whole = grid_scores(folder, score)
+        whole = grid_scores(folder, score, inference)
     segm, inst = whole.get("segm", {}), whole.get("instance", {})
     fp, count = whole.get("fp_kinds", {}), whole.get("count", {})
     timings = summary.get("timings", {})
@@ -80,6 +83,7 @@ def run_row(variant: str, seed: int, folder: str | os.PathLike,
     train_s = timings.get("train_s") if trained_whole else None
     return {
         "variant": variant, "seed": seed, "folder": str(folder), "score": score,
+        "inference": inference,
         "iterations": summary.get("iterations"), "config": summary.get("config"),
         "segm_ap": segm.get("AP"), "segm_ap50": segm.get("AP50"), "segm_ap75": segm.get("AP75"),
         "p50": inst.get("P@50"), "r50": inst.get("R@50"), "f1_30": inst.get("F1@30"),
