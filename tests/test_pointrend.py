@@ -17,8 +17,8 @@ def test_pointrend_config_follows_the_class_count_and_refuses_polygons():
     assert cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendMaskHead"
     assert cfg.MODEL.POINT_HEAD.NUM_CLASSES == cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
     assert cfg.INPUT.MASK_FORMAT == "bitmask" and cfg.INPUT.SCALE_CROP.CACHE
-    # the flip at the working scale (1024 x 683 for WGISD's photos), its threshold with it
-    assert cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP and tuple(cfg.TEST.AUG.MIN_SIZES) == (683,)
+    # the flip at the working scale (0: the test-resized photo), its threshold with it
+    assert cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP and tuple(cfg.TEST.AUG.MIN_SIZES) == (0,)
     assert cfg.TEST.F1_SCORE_THRESH == cfg.TEST.COUNT_SCORE_THRESH == 0.7
     two = build_config(POINTREND_CONFIG, ["MODEL.ROI_HEADS.NUM_CLASSES", "2",
                                           "DATASETS.TRAIN", "()"])
@@ -61,7 +61,7 @@ def test_pointrend_trains_on_cached_polygons_and_predicts_masks(tiny_synth, tmp_
             "DATASETS.SCALED_CACHE_DIR", str(tmp_path / "cache"),
             "INPUT.SCALE_CROP.TARGET_SIZE", "(128, 128)", "INPUT.SCALE_CROP.CROP_SIZE", "(96, 96)",
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "5",
-            # the recipe's flip at 683 px would upsample these photos 5 x: on below, at 96 px
+            # one pass first (the raw mask head's output below); the flip after it
             "TEST.AUG.ENABLED", "False"]
     cfg = build_config(POINTREND_CONFIG, opts)
     try:

@@ -71,6 +71,24 @@ def test_tta_runs_every_size_and_flip_and_returns_masks_at_the_photo_size():
     assert any(torch.equal(s, image.flip(-1)) for s in full)  # really flipped
 
 
+def test_size_0_is_the_test_resized_image_whatever_its_shape():
+    """The recipe's flip at its working scale (MIN_SIZES (0,)): both passes see the image the
+    plain model sees, one of them flipped, for a 4:3 and a 3:4 photo alike."""
+    cfg, model = tiny_model("TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(0,)",
+                            "TEST.AUG.MAX_SIZE", "128")
+    wrapped = inference_model(cfg, model)
+    seen = record_images(model)
+    for h, w in ((96, 128), (128, 96)):
+        seen.clear()
+        image = photo(h, w)
+        with torch.no_grad():
+            out = wrapped([{"image": image, "height": 2 * h, "width": 2 * w}])[0]["instances"]
+        assert out.image_size == (2 * h, 2 * w)
+        assert {tuple(s.shape[-2:]) for s in seen} == {(h, w)}
+        assert any(torch.equal(s, image) for s in seen)
+        assert any(torch.equal(s, image.flip(-1)) for s in seen)
+
+
 def test_tta_of_one_size_without_flips_is_the_plain_model():
     """One pass at the model's own input size: the same detections and masks as without TTA
     (boxes mapped back to the photo, masks pasted there, exactly as the plain model does)."""
@@ -125,10 +143,11 @@ def test_predictor_and_evaluation_use_tta_inside_the_containment_rule(monkeypatc
     assert isinstance(seen[-1].model, TTAModel) and seen[-1].model.model is model
 
 
-def test_tta_sizes_it_cannot_use_are_one_line():
+@pytest.mark.parametrize("sizes", ["()", "(96, -1)"])
+def test_tta_sizes_it_cannot_use_are_one_line(sizes):
     from grape_instances.inference.predictor import Predictor
 
-    cfg, model = tiny_model(*TTA, "TEST.AUG.MIN_SIZES", "()")
+    cfg, model = tiny_model(*TTA, "TEST.AUG.MIN_SIZES", sizes)
     with pytest.raises(GrapeInputError, match="TEST.AUG.MIN_SIZES"):
         inference_model(cfg, model)
     with pytest.raises(GrapeInputError, match="TEST.AUG.MIN_SIZES"):

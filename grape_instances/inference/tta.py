@@ -2,7 +2,8 @@
 ``GeneralizedRCNNWithTTA`` with its keys ``TEST.AUG.MIN_SIZES`` / ``MAX_SIZE`` / ``FLIP``.
 
 Each photo is predicted at every size of ``TEST.AUG.MIN_SIZES`` (short side, as
-``INPUT.MIN_SIZE_TEST``; the long side at most ``TEST.AUG.MAX_SIZE``), and horizontally
+``INPUT.MIN_SIZE_TEST``; the long side at most ``TEST.AUG.MAX_SIZE``; 0 = the test-resized
+image as it is, the model's working scale whatever the photo's shape), and horizontally
 flipped too with ``TEST.AUG.FLIP``: ``len(MIN_SIZES) x 2`` passes of the backbone. The boxes of
 all passes are merged by class-wise NMS (``MODEL.ROI_HEADS.NMS_THRESH_TEST``, top
 ``TEST.DETECTIONS_PER_IMAGE``); the mask head then runs on the merged boxes in every pass and
@@ -53,11 +54,11 @@ def check_tta_config(cfg: CfgNode) -> None:
         raise GrapeInputError("TEST.AUG.ENABLED: test-time augmentation runs RGB models; this "
                               "config is RGB-D (INPUT.DEPTH.ENABLED)")
     sizes = list(cfg.TEST.AUG.MIN_SIZES)
-    if not sizes or any(int(s) <= 0 for s in sizes) or int(cfg.TEST.AUG.MAX_SIZE) <= 0:
+    if not sizes or any(int(s) < 0 for s in sizes) or int(cfg.TEST.AUG.MAX_SIZE) <= 0:
         raise GrapeInputError(
             f"TEST.AUG.MIN_SIZES {tuple(sizes)} / TEST.AUG.MAX_SIZE {cfg.TEST.AUG.MAX_SIZE}: "
-            "test-time augmentation needs one or more positive short-side sizes and a "
-            "positive long-side limit")
+            "test-time augmentation needs one or more short-side sizes (0 = the test-resized "
+            "image's own) and a positive long-side limit")
 
 
 def _whole_0_255(image: torch.Tensor) -> bool:
@@ -68,19 +69,21 @@ def _whole_0_255(image: torch.Tensor) -> bool:
 class _MapperTTA(DatasetMapperTTA):
     """Detectron2's TTA mapper, with the input image as uint8 when it holds whole 0-255
     values (the Predictor's and the photo loader's float32 images; the evaluation loader's
-    are uint8), so that all three resize it alike (PIL), and one warning when a size
-    upsamples the test-resized image."""
+    are uint8), so that all three resize it alike (PIL), a size of 0 standing for the
+    test-resized image's own short side, and one warning when a size upsamples that image."""
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__(cfg)
+        self.configured_sizes = [int(s) for s in self.min_sizes]
         self.warned = False
 
     def __call__(self, dataset_dict: dict) -> list[dict]:
         image = dataset_dict["image"]
         if image.dtype != torch.uint8 and image.shape[0] == 3 and _whole_0_255(image):
             dataset_dict = {**dataset_dict, "image": image.to(torch.uint8)}
+        h, w = image.shape[-2:]
+        self.min_sizes = [s or min(h, w) for s in self.configured_sizes]
         if not self.warned:
-            h, w = image.shape[-2:]
             for size in self.min_sizes:
                 nh, nw = ResizeShortestEdge.get_output_shape(h, w, size, self.max_size)
                 if nh > h + 1 or nw > w + 1:
