@@ -16,8 +16,8 @@ import argparse
 # The runtimes of inference.runtime.build_runtime (defined here so --help needs no torch).
 #: Each exported runtime: the export.json entry (model file) it runs. The _bf16 runtimes run
 #: the same OpenVINO IR computed in bfloat16 on CPUs that have it (AVX512-BF16, AMX; elsewhere
-#: OpenVINO computes in f32): the f32 IR ran 1.5 x faster, scores move in the second or third
-#: digit (README "Predict a season").
+#: OpenVINO computes in f32): 1.5 x the f32 runtime's photos/s here, scores moved in the second
+#: or third digit (README "Predict a season").
 RUNTIME_MODEL = {"torchscript": "torchscript", "onnx": "onnx", "openvino": "openvino",
                  "openvino_bf16": "openvino", "openvino_int8": "openvino_int8",
                  "openvino_int8_bf16": "openvino_int8"}
